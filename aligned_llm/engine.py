@@ -40,6 +40,7 @@ class StepEvent:
 
     index: int
     delta: str
+    generated_tokens: int
     result: GenerationResult | None = None
 
 
@@ -205,7 +206,7 @@ class Engine:
                     elif len(item.token_ids) >= item.request.max_new_tokens:
                         item.finish_reason = "length"
                     if delta:
-                        yield StepEvent(index, delta)
+                        yield StepEvent(index, delta, len(item.token_ids))
                 if item.finish_reason is not None:
                     finished.append(index)
             if finished:
@@ -326,6 +327,7 @@ class Engine:
             yield StepEvent(
                 index,
                 delta,
+                len(item.token_ids),
                 GenerationResult(
                     text=item.assembler.text,
                     input_tokens=len(item.request.row_ids[0]),

@@ -182,11 +182,13 @@ class GenerationStream(Iterator[str]):
 
     def __init__(self, llm: AlignedLLM, requests: list[EngineRequest], settings: DecodeSettings, trace: bool) -> None:
         self.result: GenerationResult | None = None
+        self.generated_tokens = 0
         self._cancel = threading.Event()
         self._events = llm._run(requests, settings, trace, self._cancel)
 
     def __next__(self) -> str:
         for event in self._events:
+            self.generated_tokens = event.generated_tokens
             if event.result is not None:
                 self.result = event.result
             if event.delta:

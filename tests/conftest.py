@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny random Llama built from a config (fast), and the bundled model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from aligned_llm import AlignedLLM
+from aligned_llm.loading import bundled_model_dir
+
+TINY_CONTEXT_WINDOW = 256
+
+
+@pytest.fixture(scope="session")
+def bundled_dir() -> Path:
+    """The bundled SmolLM2 as a safetensors folder (converted once into the user cache)."""
+    return bundled_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bundled_dir):
+    """The SmolLM2 tokenizer: a real BPE with a ChatML template, shared by the tiny models."""
+    return AutoTokenizer.from_pretrained(bundled_dir, local_files_only=True)
+
+
+def build_tiny_model(seed: int, vocab_size: int) -> LlamaForCausalLM:
+    """A 2-layer random Llama whose logits are spread enough that argmax is never a near-tie."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=TINY_CONTEXT_WINDOW,
+        initializer_range=0.2,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny random model saved with the SmolLM2 tokenizer, loadable like any local model."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny_model(seed=0, vocab_size=len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tiny_dir) -> AlignedLLM:
+    return AlignedLLM.from_pretrained(tiny_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def bundled_llm() -> AlignedLLM:
+    return AlignedLLM.default(device="cpu")

@@ -1,0 +1,78 @@
+"""Independent re-computations of the spec formulas for the tests.
+
+Deliberately naive: every step re-runs each context from scratch in its own unbatched
+forward (no KV cache, no padding), then applies the formula of algorithms.md literally.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def full_logits(model, ids: list[int]) -> torch.Tensor:
+    """Logits ``[L, V]`` (fp32) of one unpadded sequence."""
+    return model(input_ids=torch.tensor([ids])).logits[0].float()
+
+
+def greedy_vanilla(model, prompt: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(torch.argmax(torch.log_softmax(full_logits(model, prompt + out)[-1], -1)))
+        out.append(token)
+        if token in eos:
+            break
+    return out
+
+
+def greedy_opad(
+    model, constrained: list[int], unconstrained: list[int], beta: float, window, max_new_tokens: int, eos: set[int]
+) -> list[int]:
+    """OPAD per algorithms.md §1, two separate forwards per step."""
+    out: list[int] = []
+    previous_c = previous_u = None
+    for step in range(max_new_tokens):
+        all_c = full_logits(model, constrained + out)
+        all_u = full_logits(model, unconstrained + out)
+        z_c, z_u = all_c[-1], all_u[-1]
+        ls_c, ls_u = torch.log_softmax(z_c, -1), torch.log_softmax(z_u, -1)
+        if step == 0:
+            score = ls_c
+            if window == "reference":
+                previous_c, previous_u = all_c.mean(0), all_u.mean(0)
+            else:
+                previous_c, previous_u = z_c, z_u
+        else:
+            r_t = ls_c - ls_u
+            r_prev = torch.log_softmax(previous_c, -1) - torch.log_softmax(previous_u, -1)
+            score = ls_c + (1 / beta) * (r_t + r_prev) if window != 1 else ls_c + (1 / beta) * r_t
+            previous_c, previous_u = z_c, z_u
+        token = int(torch.argmax(score))
+        out.append(token)
+        if token in eos:
+            break
+    return out
+
+
+def greedy_linear(
+    model, constrained: list[int], unconstrained: list[int], rho: float, top_p: float, max_new_tokens: int, eos: set[int]
+) -> list[int]:
+    """Linear alignment: (1+ρ)z_c − ρz_u on raw logits, inside the top-p nucleus of softmax(z_c)."""
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        z_c = full_logits(model, constrained + out)[-1]
+        z_u = full_logits(model, unconstrained + out)[-1]
+        probs = torch.softmax(z_c, -1)
+        order = torch.argsort(probs, descending=True)
+        kept, mass = [], 0.0
+        for token in order.tolist():
+            kept.append(token)
+            mass += float(probs[token])
+            if mass >= top_p:
+                break
+        score = (1 + rho) * z_c - rho * z_u
+        token = max(kept, key=lambda t: float(score[t]))
+        out.append(token)
+        if token in eos:
+            break
+    return out
