@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     shared.add_argument("prompt", help="the user message")
     shared.add_argument("--model", help="local folder or hub id (default: the bundled SmolLM2-135M-Instruct)")
     shared.add_argument("--device", help="cpu, cuda, cuda:1, … (default: CUDA when available)")
-    shared.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU")
+    shared.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU"
+    )
     shared.add_argument("--principle", help="the principle to follow (OPAD, linear, direct prompting)")
     shared.add_argument("--system", help="a system message to put before the prompt")
     shared.add_argument("--beta", type=float, default=1.0, help="OPAD strength: larger is weaker (default 1.0)")

@@ -85,9 +85,13 @@ class _RowGroup:
         names = [adapter or "__base__" for adapter in self.adapters] * requests
         return {"adapter_names": names}
 
-    def prefill(self, prompts: list[Sequence[int]], pad_id: int, keep_all_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run the left-padded prompts; return last-position logits ``[N, V]`` and optionally
-        the mean logits over each row's real prompt positions ``[N, V]``."""
+    def prefill(
+        self, prompts: list[Sequence[int]], pad_id: int, keep_all_logits: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the left-padded prompts; return the last-position logits ``[N, V]``.
+
+        With ``keep_all_logits``, also the mean logits over each row's real prompt positions.
+        """
         device = self.model.device
         width = max(len(ids) for ids in prompts)
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -165,8 +169,11 @@ class Engine:
         trace: bool = False,
         cancel: threading.Event | None = None,
     ) -> Iterator[StepEvent]:
-        """Decode every request to completion, yielding a ``StepEvent`` per request and step
-        that produced text, and a final one (with ``result``) when a request finishes."""
+        """Decode every request to completion.
+
+        Yields a ``StepEvent`` per request and step that produced text, and a final one
+        (with ``result``) when a request finishes.
+        """
         progress = [
             _Progress(
                 request=request,
@@ -312,7 +319,7 @@ class Engine:
             TokenTrace(
                 token_id=token,
                 text=self.tokenizer.decode([token]),
-                logprobs={row.name: value for row, value in zip(rows, chosen_logprobs[slot])},
+                logprobs={row.name: value for row, value in zip(rows, chosen_logprobs[slot], strict=True)},
                 score=chosen_scores[slot],
                 signal=chosen_signal[slot],
                 kl=kls[slot],

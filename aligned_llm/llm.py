@@ -47,8 +47,11 @@ class AlignedLLM:
         dtype: str | torch.dtype | None = None,
         adapter: str | os.PathLike[str] | None = None,
     ) -> AlignedLLM:
-        """Load a local folder (offline) or a hub id. Device: CUDA when available, else CPU;
-        dtype: bf16 on CUDA, fp32 on CPU, unless given. ``adapter``: a peft LoRA folder."""
+        """Load a local folder (offline) or a hub id.
+
+        Device: CUDA when available, else CPU; dtype: bf16 on CUDA, fp32 on CPU, unless
+        given. ``adapter``: a peft LoRA folder applied on top of the model.
+        """
         resolved_device = resolve_device(device)
         model, tokenizer = load_pretrained(
             name_or_path, device=resolved_device, dtype=resolve_dtype(dtype, resolved_device), adapter=adapter

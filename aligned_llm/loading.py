@@ -36,7 +36,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise InvalidSettingError("device", f"must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
+        raise InvalidSettingError(
+            "device", f"must be a torch device such as 'cpu' or 'cuda:0', got {device!r}"
+        ) from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidSettingError("device", "CUDA was requested but torch sees no CUDA device")
     return resolved
@@ -64,6 +66,8 @@ def load_pretrained(
     source = str(name_or_path)
     local = Path(source).expanduser()
     if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelPathError(f"the local folder {source!r} has no config.json: it is not a saved model")
         options: dict[str, object] = {"local_files_only": True}
         source = str(local)
     elif local.exists() or not _HUB_ID.match(source) or source.startswith((".", "~")):
@@ -73,7 +77,7 @@ def load_pretrained(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         where = "the local folder" if options else "the Hugging Face Hub"
         raise ModelPathError(f"could not load a causal LM from {where} {source!r}: {error}") from error
     if adapter is not None:

@@ -120,7 +120,9 @@ class ChatFormat:
             return [{"role": "system", "content": merged}, *conversation]
         users = [i for i, message in enumerate(conversation) if message["role"] == "user"]
         if not users:
-            raise InvalidSettingError("prompt", "this chat template has no system role: a user message must carry the principle")
+            raise InvalidSettingError(
+                "prompt", "this chat template has no system role: a user message must carry the principle"
+            )
         first_user = users[0]
         injected = dict(conversation[first_user], content=f"{principle}\n\n{conversation[first_user]['content']}")
         return [*conversation[:first_user], injected, *conversation[first_user + 1 :]]
@@ -137,8 +139,10 @@ class ChatFormat:
         return self.tokenizer(conversation[0]["content"])["input_ids"]
 
     def stop_token_ids(self, generation_eos: int | Sequence[int] | None) -> list[int]:
-        """End-of-sequence ids: the tokenizer's, the generation config's, and the end-of-turn
-        markers the chat template itself writes (e.g. ``<|im_end|>``, ``<|eot_id|>``)."""
+        """End-of-sequence ids: the tokenizer's and the generation config's.
+
+        Also the end-of-turn markers the chat template itself writes (``<|im_end|>``, …).
+        """
         ids: set[int] = set()
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)

@@ -80,7 +80,9 @@ class DecodeSettings:
             return LinearAlignment(rho=self.rho)
         if self.method == Vanilla.name:
             return Vanilla()
-        raise InvalidSettingError("method", f"must be one of {sorted(METHODS)} or a DecodingMethod, got {self.method!r}")
+        raise InvalidSettingError(
+            "method", f"must be one of {sorted(METHODS)} or a DecodingMethod, got {self.method!r}"
+        )
 
     def describe(self) -> dict[str, object]:
         """The settings that shaped the output, for metadata and cache keys."""

@@ -55,7 +55,13 @@ def greedy_opad(
 
 
 def greedy_linear(
-    model, constrained: list[int], unconstrained: list[int], rho: float, top_p: float, max_new_tokens: int, eos: set[int]
+    model,
+    constrained: list[int],
+    unconstrained: list[int],
+    rho: float,
+    top_p: float,
+    max_new_tokens: int,
+    eos: set[int],
 ) -> list[int]:
     """Linear alignment: (1+ρ)z_c − ρz_u on raw logits, inside the top-p nucleus of softmax(z_c)."""
     out: list[int] = []

@@ -44,7 +44,9 @@ def test_requests_that_finish_early_leave_the_batch_without_disturbing_others(ti
     early = long_alone.text[: max(1, len(long_alone.text) // 4)]
     stop = early[-3:] if len(early) >= 3 else early
     batch = tiny_llm.generate(PROMPTS[:2], method="opad", principle=PRINCIPLE, max_new_tokens=16, stop=[stop])
-    alone = [tiny_llm.generate(p, method="opad", principle=PRINCIPLE, max_new_tokens=16, stop=[stop]) for p in PROMPTS[:2]]
+    alone = [
+        tiny_llm.generate(p, method="opad", principle=PRINCIPLE, max_new_tokens=16, stop=[stop]) for p in PROMPTS[:2]
+    ]
     assert [r.token_ids for r in batch] == [r.token_ids for r in alone]
     assert batch[1].finish_reason == "stop"
     assert batch[1].output_tokens < 16

@@ -68,8 +68,9 @@ def test_opad_windows_differ_somewhere(tiny_llm):
     outputs = {
         window: tuple(
             tuple(r.token_ids)
-            for r in tiny_llm.generate(PROMPTS, method="opad", principle=PRINCIPLE, beta=0.5,
-                                       opad_window=window, max_new_tokens=STEPS)  # fmt: skip
+            for r in tiny_llm.generate(
+                PROMPTS, method="opad", principle=PRINCIPLE, beta=0.5, opad_window=window, max_new_tokens=STEPS
+            )
         )
         for window in ("reference", "last", 1)
     }
@@ -101,3 +102,13 @@ def test_empty_principle_equals_vanilla(tiny_llm, method):
     vanilla = tiny_llm.generate(PROMPTS, max_new_tokens=STEPS)
     guided = tiny_llm.generate(PROMPTS, method=method, principle="", max_new_tokens=STEPS)
     assert [r.token_ids for r in guided] == [r.token_ids for r in vanilla]
+
+
+def test_bundled_vanilla_greedy_equals_model_generate(bundled_llm):
+    prompt = "Give me three tips for learning to cook."
+    (ids,) = _rows(bundled_llm, prompt, "vanilla", principle=None)
+    expected = bundled_llm.model.generate(
+        torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,
+        max_new_tokens=24, pad_token_id=bundled_llm.tokenizer.pad_token_id,
+    )[0, len(ids):].tolist()  # fmt: skip
+    assert list(bundled_llm.generate(prompt, max_new_tokens=24).token_ids) == expected

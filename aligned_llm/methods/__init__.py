@@ -9,4 +9,4 @@ from aligned_llm.methods.vanilla import Vanilla
 
 METHODS: dict[str, type[DecodingMethod]] = {cls.name: cls for cls in (Vanilla, OPAD, LinearAlignment)}
 
-__all__ = ["METHODS", "DecodingMethod", "LinearAlignment", "OPAD", "RowSpec", "StepScores", "Vanilla"]
+__all__ = ["METHODS", "OPAD", "DecodingMethod", "LinearAlignment", "RowSpec", "StepScores", "Vanilla"]

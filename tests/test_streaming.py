@@ -1,0 +1,144 @@
+"""Streaming deltas, stop strings, cancellation and traces."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from aligned_llm.streaming import TextAssembler
+
+PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"method": "opad", "principle": "Be brief."}, {"temperature": 0.9, "seed": 4}],
+    ids=["vanilla", "opad", "sampled"],
+)
+def test_streamed_text_equals_generated_text(tiny_llm, settings):
+    result = tiny_llm.generate(PROMPT, max_new_tokens=24, **settings)
+    stream = tiny_llm.stream(PROMPT, max_new_tokens=24, **settings)
+    deltas = list(stream)
+    assert "".join(deltas) == result.text
+    assert len(deltas) > 1
+    assert stream.result == result
+
+
+def test_text_is_the_tokenizer_decoding_of_the_tokens(bundled_llm):
+    result = bundled_llm.generate("Say hello in French, Japanese and with an emoji.", max_new_tokens=30)
+    assert result.text == bundled_llm.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+    streamed = bundled_llm.stream("Say hello in French, Japanese and with an emoji.", max_new_tokens=30)
+    assert "".join(streamed) == result.text
+
+
+def test_stop_string_is_cut_and_ends_generation(tiny_llm):
+    full = tiny_llm.generate(PROMPT, max_new_tokens=30)
+    stop = full.text[len(full.text) // 2 : len(full.text) // 2 + 3]
+    assert stop.strip(), "pick a visible stop string"
+    cut = tiny_llm.generate(PROMPT, max_new_tokens=30, stop=[stop, "never-appears-xyz"])
+    assert cut.text == full.text[: full.text.index(stop)]
+    assert cut.finish_reason == "stop"
+    assert cut.output_tokens < full.output_tokens
+    streamed = "".join(tiny_llm.stream(PROMPT, max_new_tokens=30, stop=stop))
+    assert streamed == cut.text
+
+
+def test_length_finish_reason_and_token_counts(tiny_llm):
+    result = tiny_llm.generate(PROMPT, max_new_tokens=5)
+    assert result.finish_reason == "length"
+    assert result.output_tokens == len(result.token_ids) == 5
+    assert result.input_tokens == len(tiny_llm.encode_rows([{"role": "user", "content": PROMPT}], _settings())[0])
+
+
+def _settings(**options):
+    from aligned_llm import DecodeSettings
+
+    return DecodeSettings(**options)
+
+
+class _FakeTokenizer:
+    """Decodes ids as UTF-8 bytes, so one character can span several tokens."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def test_assembler_holds_back_incomplete_characters_and_stop_prefixes():
+    data = "héllo 🌍 END tail".encode()
+    assembler = TextAssembler(_FakeTokenizer(), stop_strings=["END"])
+    deltas = [assembler.add(byte) for byte in data]
+    assert "\ufffd" not in "".join(deltas)
+    assert assembler.stopped_by == "END"
+    assert "".join(deltas) + assembler.finish() == "héllo 🌍 "
+    assert "E" not in "".join(deltas), "a possible stop-string start must not be streamed"
+
+
+def test_assembler_releases_a_false_stop_prefix():
+    assembler = TextAssembler(_FakeTokenizer(), stop_strings=["ENDX"])
+    text = "".join(assembler.add(byte) for byte in b"an END")
+    assert text == "an "
+    assert assembler.finish() == "END"
+    assert assembler.stopped_by is None
+
+
+def test_stream_cancel_ends_the_generation_early(tiny_llm):
+    stream = tiny_llm.stream(PROMPT, max_new_tokens=200)
+    next(stream)
+    stream.cancel()
+    rest = list(stream)
+    assert stream.result.finish_reason == "cancelled"
+    assert stream.result.output_tokens < 200
+    assert len(rest) <= 2
+
+
+def test_llm_cancel_from_another_thread(tiny_llm):
+    results = []
+    started = threading.Event()
+
+    def worker():
+        stream = tiny_llm.stream(PROMPT, max_new_tokens=200)
+        for _ in stream:
+            started.set()
+        results.append(stream.result)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert started.wait(60)
+    tiny_llm.cancel()
+    thread.join(60)
+    assert results[0].finish_reason == "cancelled"
+    assert results[0].output_tokens < 200
+
+
+def test_concurrent_generations_do_not_mix(tiny_llm):
+    prompts = [PROMPT, "Hi", "Name a fruit."]
+    expected = [tiny_llm.generate(p, max_new_tokens=8).token_ids for p in prompts]
+    got = [None] * len(prompts)
+
+    def run(i):
+        got[i] = tiny_llm.generate(prompts[i], max_new_tokens=8).token_ids
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert got == expected
+
+
+def test_trace_records_rows_scores_and_signal(tiny_llm):
+    result = tiny_llm.generate(PROMPT, method="opad", principle="Be brief.", beta=0.5, max_new_tokens=6, trace=True)
+    assert len(result.trace) == result.output_tokens
+    assert [t.token_id for t in result.trace] == list(result.token_ids)
+    first, later = result.trace[0], result.trace[1:]
+    assert set(first.logprobs) == {"constrained", "unconstrained"}
+    assert first.signal == 0.0
+    assert first.score == pytest.approx(first.logprobs["constrained"], abs=1e-5)
+    for token in later:
+        assert token.score == pytest.approx(token.logprobs["constrained"] + token.signal, abs=1e-4)
+        assert token.kl >= -1e-6
+    assert any(abs(t.signal) > 1e-3 for t in later)
+    plain = tiny_llm.generate(PROMPT, max_new_tokens=3, trace=True)
+    assert plain.trace[0].kl is None and set(plain.trace[0].logprobs) == {"policy"}
+    assert tiny_llm.generate(PROMPT, max_new_tokens=3).trace is None

