@@ -23,7 +23,8 @@ class AlignedLLM:
 
     Build it with :meth:`from_pretrained` or :meth:`default`, or wrap an already loaded model
     and tokenizer. One instance is safe to share between threads: generations run one at a
-    time under a lock, and :meth:`cancel` stops the one in progress.
+    time under a re-entrant lock (a thread may generate while it iterates a stream), and
+    :meth:`cancel` stops the one in progress.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name: str | None = None) -> None:
@@ -35,7 +36,7 @@ class AlignedLLM:
         stop_ids = self.chat_format.stop_token_ids(generation_eos)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids[0] if stop_ids else 0)
         self._engine = Engine({"policy": model}, tokenizer, stop_ids, pad_id)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._running: threading.Event | None = None
 
     @classmethod
@@ -173,11 +174,11 @@ class AlignedLLM:
         cancel = cancel or threading.Event()
         sampling = Sampling(settings.temperature, settings.top_p)
         with self._lock:
-            self._running = cancel
+            outer, self._running = self._running, cancel
             try:
                 yield from self._engine.run(requests, settings.decoding, sampling, trace=trace, cancel=cancel)
             finally:
-                self._running = None
+                self._running = outer
 
 
 class GenerationStream(Iterator[str]):

@@ -83,16 +83,3 @@ class DecodeSettings:
         raise InvalidSettingError(
             "method", f"must be one of {sorted(METHODS)} or a DecodingMethod, got {self.method!r}"
         )
-
-    def describe(self) -> dict[str, object]:
-        """The settings that shaped the output, for metadata and cache keys."""
-        return {
-            "method": self.decoding.name,
-            **self.decoding.settings(),
-            "principle": self.principle,
-            "max_new_tokens": self.max_new_tokens,
-            "stop": list(self.stop),
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-        }

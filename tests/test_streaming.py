@@ -142,3 +142,13 @@ def test_trace_records_rows_scores_and_signal(tiny_llm):
     plain = tiny_llm.generate(PROMPT, max_new_tokens=3, trace=True)
     assert plain.trace[0].kl is None and set(plain.trace[0].logprobs) == {"policy"}
     assert tiny_llm.generate(PROMPT, max_new_tokens=3).trace is None
+
+
+def test_generating_while_iterating_a_stream_on_the_same_thread(tiny_llm):
+    expected_inner = tiny_llm.generate("Hi", max_new_tokens=4)
+    expected_outer = tiny_llm.generate(PROMPT, max_new_tokens=8)
+    stream = tiny_llm.stream(PROMPT, max_new_tokens=8)
+    first = next(stream)
+    inner = tiny_llm.generate("Hi", max_new_tokens=4)
+    assert inner.token_ids == expected_inner.token_ids
+    assert first + "".join(stream) == expected_outer.text
