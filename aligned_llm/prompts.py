@@ -24,13 +24,22 @@ Prompt = Union[str, Sequence[Message]]
 ROLES = ("system", "user", "assistant")
 
 _SLOT = "\u2063aligned-llm-system-slot\u2063"
+PROFILE_TEMPLATE = (
+    "[Guidelines] Your task is to generate response by considering the following principle. "
+    "[Principles] {profile} [Instruction] "
+)
+"""PAD's reference rendering of a user profile, prepended to the user's (last) message."""
+
 _END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|eom_id|>")
 _PROBE = [{"role": "user", "content": "\u2063aligned-llm-user-probe\u2063"}]
 
 
 def _is_conversation(value: object) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0 and all(
-        isinstance(item, Mapping) for item in value
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) > 0
+        and all(isinstance(item, Mapping) for item in value)
     )
 
 
@@ -65,6 +74,21 @@ def _to_conversation(prompt: object, where: str) -> Conversation:
     if not any(message["content"].strip() for message in conversation):
         raise InvalidSettingError(where, "every message is empty")
     return conversation
+
+
+def render_profile(profile: str | Mapping[str, float]) -> str:
+    """Profile text as is; a ``{dimension: weight}`` dict as its dimensions joined by " and ".
+
+    Dimensions of weight 0 are left out. When the weights differ they are written after each
+    name ("helpful (weight 1) and humor (weight 0.5)") so the PersRM can read them; with equal
+    weights the rendering is exactly the authors' ("helpful and harmless").
+    """
+    if isinstance(profile, str):
+        return profile.strip()
+    kept = {name.strip(): weight for name, weight in profile.items() if weight > 0}
+    if len(set(kept.values())) == 1:
+        return " and ".join(kept)
+    return " and ".join(f"{name} (weight {weight:g})" for name, weight in kept.items())
 
 
 class ChatFormat:
@@ -126,6 +150,24 @@ class ChatFormat:
         first_user = users[0]
         injected = dict(conversation[first_user], content=f"{principle}\n\n{conversation[first_user]['content']}")
         return [*conversation[:first_user], injected, *conversation[first_user + 1 :]]
+
+    def with_profile(self, conversation: Conversation, profile: str | Mapping[str, float]) -> Conversation:
+        """The conversation with PAD's guideline block prepended to the last user message."""
+        users = [i for i, message in enumerate(conversation) if message["role"] == "user"]
+        if not users:
+            raise InvalidSettingError("prompt", "a user profile needs a user message to be prepended to")
+        last = users[-1]
+        content = PROFILE_TEMPLATE.format(profile=render_profile(profile)) + conversation[last]["content"]
+        return [*conversation[:last], dict(conversation[last], content=content), *conversation[last + 1 :]]
+
+    def with_guidance(
+        self, conversation: Conversation, principle: str | None, profile: str | Mapping[str, float] | None
+    ) -> Conversation:
+        """The conversation of the guided rows: principle and/or profile injected."""
+        guided = self.with_principle(conversation, principle or "")
+        if profile is None or (isinstance(profile, str) and not profile.strip()):
+            return guided
+        return self.with_profile(guided, profile)
 
     def encode(self, conversation: Conversation) -> list[int]:
         """Token ids of the rendered conversation, ready for the next assistant token."""

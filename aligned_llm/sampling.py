@@ -25,15 +25,19 @@ def choose_tokens(
     temperature: float,
     top_p: float,
     generators: list[torch.Generator] | None,
+    tie_break: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pick one token per row of ``scores`` (``[B, V]`` fp32): argmax when temperature is 0.
 
     Sampling draws from softmax(scores / temperature) restricted to the top-p nucleus, on the
     CPU with one generator per request, so a seeded result does not depend on the device or
-    on which other requests share the batch.
+    on which other requests share the batch. ``tie_break`` orders exact ties in greedy mode.
     """
     if temperature == 0.0:
-        return scores.argmax(dim=-1)
+        if tie_break is None:
+            return scores.argmax(dim=-1)
+        tied = scores == scores.max(dim=-1, keepdim=True).values
+        return tie_break.masked_fill(~tied, float("-inf")).argmax(dim=-1)
     logprobs = torch.log_softmax(scores / temperature, dim=-1)
     logprobs = logprobs.masked_fill(~nucleus_mask(logprobs, top_p), float("-inf"))
     probs = torch.softmax(logprobs, dim=-1).cpu()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Union
 
 from aligned_llm.errors import InvalidSettingError
-from aligned_llm.methods import METHODS, OPAD, DecodingMethod, LinearAlignment, Vanilla
-from aligned_llm.methods.opad import OpadWindow, validate_beta
+from aligned_llm.methods import AAD, METHODS, OPAD, PAD, DecodingMethod, LinearAlignment, Vanilla
+from aligned_llm.methods.opad import OpadWindow
 
 DEFAULT_MAX_NEW_TOKENS = 512
+Profile = Union[str, Mapping[str, float]]
 
 
 def _number(name: str, value: object) -> float:
@@ -29,26 +31,47 @@ def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
     return strings
 
 
+def _check_profile(profile: object) -> None:
+    if profile is None or isinstance(profile, str):
+        return
+    if not isinstance(profile, Mapping) or not profile:
+        raise InvalidSettingError("profile", f"must be text or a non-empty {{dimension: weight}} dict, got {profile!r}")
+    for dimension, weight in profile.items():
+        if not isinstance(dimension, str) or not dimension.strip():
+            raise InvalidSettingError("profile", f"dimension names must be non-empty strings, got {dimension!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
+            raise InvalidSettingError(
+                "profile", f"weight of {dimension!r} must be a finite number >= 0, got {weight!r}"
+            )
+    if not any(profile.values()):
+        raise InvalidSettingError("profile", "at least one dimension needs a weight > 0")
+
+
 @dataclass(frozen=True)
 class DecodeSettings:
     """Everything that decides how a prompt is decoded; invalid values raise on construction.
 
-    ``method`` is a method name (``"vanilla"``, ``"opad"``, ``"linear"``) or a ready
-    ``DecodingMethod``; ``beta``/``opad_window`` configure OPAD and ``rho`` the linear
-    baseline when a name is given.
+    ``method`` is a method name (``"vanilla"``, ``"opad"``, ``"linear"``, ``"pad"``,
+    ``"aad"``) or a ready ``DecodingMethod``. ``beta`` is OPAD's strength (> 0) or PAD's
+    reward weight (>= 0); ``opad_window`` configures OPAD, ``rho`` the linear baseline, ``k``
+    and ``pad_base`` PAD, ``alpha`` AAD. ``principle`` and ``profile`` are the guidance
+    rendered into the guided rows (both may be given).
     """
 
     method: str | DecodingMethod = "vanilla"
     principle: str | None = None
+    profile: Profile | None = None
     beta: float = 1.0
     opad_window: OpadWindow = "reference"
     rho: float = 2.0
+    k: int = 10
+    pad_base: str = "profiled"
+    alpha: float = 0.1
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     stop: tuple[str, ...] = ()
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
-    decoding: DecodingMethod = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", _stop_strings(self.stop))
@@ -64,20 +87,31 @@ class DecodeSettings:
             raise InvalidSettingError("seed", f"must be None or an integer >= 0, got {self.seed!r}")
         if self.principle is not None and not isinstance(self.principle, str):
             raise InvalidSettingError("principle", f"must be a string, got {type(self.principle).__name__}")
-        validate_beta(self.beta)
-        object.__setattr__(self, "decoding", self._build_method())
-        if self.principle is None and any(not row.guided for row in self.decoding.rows):
-            raise InvalidSettingError(
-                "principle", f"method {self.decoding.name!r} contrasts contexts with and without a principle: give one"
-            )
+        _check_profile(self.profile)
+        _number("beta", self.beta)
+        self.method_for()
 
-    def _build_method(self) -> DecodingMethod:
+    def method_for(self, *, aad_pair: str = "adapter", pad_reward: str = "zero-shot") -> DecodingMethod:
+        """The configured method for a model setup (which AAD pair, which PersRM is loaded)."""
+        method = self._build(aad_pair, pad_reward)
+        required = getattr(method, "requires", None)
+        if required is not None and getattr(self, required) is None:
+            raise InvalidSettingError(
+                required, f"method {method.name!r} contrasts contexts with and without a {required}: give one"
+            )
+        return method
+
+    def _build(self, aad_pair: str, pad_reward: str) -> DecodingMethod:
         if isinstance(self.method, DecodingMethod):
             return self.method
         if self.method == OPAD.name:
             return OPAD(beta=self.beta, window=self.opad_window)
         if self.method == LinearAlignment.name:
             return LinearAlignment(rho=self.rho)
+        if self.method == PAD.name:
+            return PAD(beta=self.beta, k=self.k, reward=pad_reward, base=self.pad_base)
+        if self.method == AAD.name:
+            return AAD(alpha=self.alpha, pair=aad_pair)
         if self.method == Vanilla.name:
             return Vanilla()
         raise InvalidSettingError(

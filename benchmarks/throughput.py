@@ -57,13 +57,11 @@ def _hf_generate(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Callab
 
 def _library(llm: AlignedLLM, prompts: list[str], new_tokens: int, **settings: object) -> Callable[[], int]:
     decode = DecodeSettings(max_new_tokens=new_tokens, **settings)
-    requests = [
-        EngineRequest(llm.encode_rows(normalize_prompts(p)[0][0], decode), new_tokens) for p in prompts
-    ]
+    requests = [EngineRequest(llm.encode_rows(normalize_prompts(p)[0][0], decode), new_tokens) for p in prompts]
     engine = Engine({"policy": llm.model}, llm.tokenizer, stop_token_ids=(), pad_token_id=llm.tokenizer.pad_token_id)
 
     def run() -> int:
-        return sum(e.result.output_tokens for e in engine.run(requests, decode.decoding) if e.result is not None)
+        return sum(e.result.output_tokens for e in engine.run(requests, llm.method_for(decode)) if e.result is not None)
 
     return run
 

@@ -22,7 +22,7 @@ def test_opad_equivalent_form(logits, beta):
     previous = torch.randn(3, 2, 50)
     ls_prev = torch.log_softmax(previous, -1)
     state = {"previous_ratio": ls_prev[:, 0] - ls_prev[:, 1]}
-    scores, signal, new_state = method.score(logits, state, step=3)
+    scores, signal, new_state, _ = method.score(logits, state, step=3)
     ls = torch.log_softmax(logits, -1)
     expected = (1 + 1 / beta) * ls[:, 0] - (1 / beta) * ls[:, 1] + (1 / beta) * state["previous_ratio"]
     torch.testing.assert_close(scores, expected)
@@ -34,7 +34,7 @@ def test_opad_first_step_is_plain_and_reference_window_uses_prompt_mean(logits):
     prompt_mean = torch.randn(3, 2, 50)
     method = OPAD(window="reference")
     state = method.initial_state(prompt_mean)
-    scores, signal, state = method.score(logits, state, step=0)
+    scores, signal, state, _ = method.score(logits, state, step=0)
     torch.testing.assert_close(scores, torch.log_softmax(logits[:, 0], -1))
     assert torch.count_nonzero(signal) == 0
     ls_mean = torch.log_softmax(prompt_mean, -1)
@@ -42,14 +42,14 @@ def test_opad_first_step_is_plain_and_reference_window_uses_prompt_mean(logits):
 
 
 def test_opad_window_one_ignores_the_previous_step(logits):
-    scores, _, state = OPAD(beta=2.0, window=1).score(logits, {}, step=5)
+    scores, _, state, _ = OPAD(beta=2.0, window=1).score(logits, {}, step=5)
     ls = torch.log_softmax(logits, -1)
     torch.testing.assert_close(scores, ls[:, 0] + 0.5 * (ls[:, 0] - ls[:, 1]))
     assert state == {}
 
 
 def test_linear_alignment_formula_and_mask(logits):
-    scores, _, _ = LinearAlignment(rho=2.0, mask_top_p=0.8).score(logits, {}, step=0)
+    scores, _, _, _ = LinearAlignment(rho=2.0, mask_top_p=0.8).score(logits, {}, step=0)
     z_c, z_u = logits[:, 0], logits[:, 1]
     keep = nucleus_mask(torch.log_softmax(z_c, -1), 0.8)
     torch.testing.assert_close(scores[keep], (3 * z_c - 2 * z_u)[keep])
@@ -69,9 +69,7 @@ def test_choose_tokens_greedy_and_sampled():
     scores = torch.log(torch.tensor([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1]]))
     assert choose_tokens(scores, temperature=0.0, top_p=1.0, generators=None).tolist() == [1, 0]
     generators = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)]
-    draws = torch.stack(
-        [choose_tokens(scores, temperature=1.0, top_p=0.65, generators=generators) for _ in range(200)]
-    )
+    draws = torch.stack([choose_tokens(scores, temperature=1.0, top_p=0.65, generators=generators) for _ in range(200)])
     assert set(draws[:, 1].tolist()) == {0}, "top-p 0.65 leaves one token in the second row"
     assert set(draws[:, 0].tolist()) == {1, 2}
     frequency = (draws[:, 0] == 1).float().mean().item()
@@ -79,6 +77,6 @@ def test_choose_tokens_greedy_and_sampled():
 
 
 def test_vanilla_is_log_softmax_of_the_only_row(logits):
-    scores, signal, _ = Vanilla().score(logits[:, :1], {}, step=0)
+    scores, signal, _, _ = Vanilla().score(logits[:, :1], {}, step=0)
     torch.testing.assert_close(scores, torch.log_softmax(logits[:, 0], -1))
     assert torch.count_nonzero(signal) == 0

@@ -16,9 +16,11 @@ State = dict[str, torch.Tensor]
 class RowSpec:
     """One context a method decodes in lockstep with the others.
 
-    ``guided`` rows get the principle rendered into their conversation; unguided rows get the
-    same conversation without it. ``model`` names the loaded model that runs the row and
-    ``adapter`` the LoRA adapter active for it (``None``: the model as loaded).
+    ``guided`` rows get the guidance (principle and/or user profile) rendered into their
+    conversation; unguided rows get the same conversation without it. ``model`` names the
+    loaded model that runs the row (``"policy"``, ``"reference"``, ``"reward"``) and
+    ``adapter`` the peft adapter active for it (``None``: the model as loaded;
+    ``"__base__"``: every adapter off).
     """
 
     name: str
@@ -35,13 +37,18 @@ class StepScores(NamedTuple):
     signal: torch.Tensor
     """How far the method moved each token relative to the first row's log-probabilities."""
     state: State
+    tie_break: torch.Tensor | None = None
+    """Greedy decoding picks, among tokens whose score ties for the maximum, the one with the
+    highest ``tie_break`` (default: the lowest token id, as ``argmax`` does)."""
 
 
 class DecodingMethod(ABC):
     """A decoding rule over the fp32 logits of its rows; it never calls a model."""
 
     name: ClassVar[str]
-    rows: ClassVar[tuple[RowSpec, ...]]
+    rows: tuple[RowSpec, ...]
+    requires: ClassVar[str | None] = None
+    """The guidance setting (``"principle"`` or ``"profile"``) the method cannot work without."""
     needs_prompt_logits: bool = False
     """When true, the engine passes the mean logits over each row's prompt positions."""
 

@@ -18,7 +18,8 @@ class LinearAlignment(DecodingMethod):
     """Extrapolate from the unconstrained towards the constrained logits by ``rho``."""
 
     name: ClassVar[str] = "linear"
-    rows: ClassVar[tuple[RowSpec, ...]] = (
+    requires: ClassVar[str | None] = "principle"
+    rows: tuple[RowSpec, ...] = (
         RowSpec("constrained", guided=True),
         RowSpec("unconstrained", guided=False),
     )

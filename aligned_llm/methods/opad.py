@@ -35,7 +35,8 @@ class OPAD(DecodingMethod):
     """
 
     name: ClassVar[str] = "opad"
-    rows: ClassVar[tuple[RowSpec, ...]] = (
+    requires: ClassVar[str | None] = "principle"
+    rows: tuple[RowSpec, ...] = (
         RowSpec("constrained", guided=True),
         RowSpec("unconstrained", guided=False),
     )

@@ -13,10 +13,17 @@ from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
 
 
 class Vanilla(DecodingMethod):
-    """Score = log_softmax of the single row's logits."""
+    """Score = log_softmax of the single row's logits.
+
+    By default the row is the model as loaded; ``adapter="__base__"`` decodes with every
+    adapter off (the SFT side of an adapter pair), ``model="reference"`` decodes the loaded
+    reference model.
+    """
 
     name: ClassVar[str] = "vanilla"
-    rows: ClassVar[tuple[RowSpec, ...]] = (RowSpec("policy", guided=True),)
+
+    def __init__(self, model: str = "policy", adapter: str | None = None) -> None:
+        self.rows = (RowSpec("policy" if model == "policy" else model, guided=True, model=model, adapter=adapter),)
 
     def score(self, logits: torch.Tensor, state: State, step: int) -> StepScores:
         logprobs = torch.log_softmax(logits[:, 0], dim=-1)
