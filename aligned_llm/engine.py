@@ -80,10 +80,18 @@ class _RowGroup:
         return len(self.row_positions)
 
     def _adapter_kwargs(self, requests: int) -> dict[str, object]:
-        if all(adapter is None for adapter in self.adapters):
+        """Per-row adapter names for peft models, always explicit.
+
+        Rows that ask for none run the model as loaded: its ``default`` adapter if it has
+        one, else the base weights.
+        """
+        adapters = getattr(self.model, "peft_config", None)
+        if adapters is None:
+            if any(adapter is not None for adapter in self.adapters):
+                raise ValueError(f"rows ask for adapters {self.adapters} but the model has no peft adapters")
             return {}
-        names = [adapter or "__base__" for adapter in self.adapters] * requests
-        return {"adapter_names": names}
+        loaded = "default" if "default" in adapters else "__base__"
+        return {"adapter_names": [adapter or loaded for adapter in self.adapters] * requests}
 
     def prefill(
         self, prompts: list[Sequence[int]], pad_id: int, keep_all_logits: bool

@@ -242,6 +242,11 @@ class AlignedLLM:
                 raise InvalidSettingError(
                     "method", f"row {row.name!r} needs a {row.model!r} model, which is not loaded"
                 )
+            adapters = getattr(self._engine.models[row.model], "peft_config", {})
+            if row.adapter not in (None, "__base__") and row.adapter not in adapters:
+                raise InvalidSettingError("method", f"row {row.name!r} needs the adapter {row.adapter!r}, not loaded")
+            if row.adapter == "__base__" and not adapters:
+                raise InvalidSettingError("method", f"row {row.name!r} turns adapters off, but none is loaded")
         return decoding
 
     def encode_rows(

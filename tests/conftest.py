@@ -63,3 +63,33 @@ def tiny_llm(tiny_dir) -> AlignedLLM:
 @pytest.fixture(scope="session")
 def bundled_llm() -> AlignedLLM:
     return AlignedLLM.default(device="cpu")
+
+
+def save_tiny_lora(folder: Path, seed: int, vocab_size: int, random_weights: bool = True) -> Path:
+    """A LoRA adapter (r=4 on q/v) on the seed-0 tiny model; random B so it changes the output."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=not random_weights)
+    peft_model = get_peft_model(build_tiny_model(seed=0, vocab_size=vocab_size), config)
+    if random_weights:
+        with torch.no_grad():
+            for name, parameter in peft_model.named_parameters():
+                if "lora_" in name:
+                    parameter.normal_(0, 0.3)
+    peft_model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tmp_path_factory, tokenizer) -> Path:
+    return save_tiny_lora(tmp_path_factory.mktemp("tiny-dpo-lora"), seed=11, vocab_size=len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_reference_dir(tmp_path_factory, tokenizer) -> Path:
+    """A second tiny model (different weights, same tokenizer): the SFT side of a two-model pair."""
+    folder = tmp_path_factory.mktemp("tiny-reference")
+    build_tiny_model(seed=3, vocab_size=len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

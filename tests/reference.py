@@ -82,3 +82,33 @@ def greedy_linear(
         if token in eos:
             break
     return out
+
+
+def greedy_pad(base, reward, reference, beta: float, k: int, max_new_tokens: int, eos: set[int]) -> list[int]:
+    """PAD per algorithms.md §2. ``base``/``reward``/``reference``: callables from the
+    generated ids so far to that context's next-token logits, each its own forward."""
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        z_base, z_rm, z_ref = base(out), reward(out), reference(out)
+        top_logits, candidates = torch.topk(z_base, k)
+        bonus = torch.log_softmax(z_rm[candidates], -1) - torch.log_softmax(z_ref[candidates], -1)
+        token = int(candidates[torch.argmax(top_logits + beta * bonus)])
+        out.append(token)
+        if token in eos:
+            break
+    return out
+
+
+def greedy_aad(dpo, sft, alpha: float, max_new_tokens: int, eos: set[int]) -> list[int]:
+    """AAD per algorithms.md §3; ties in the advantage go to the likelier DPO token."""
+    import math
+
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        lp_d, lp_s = torch.log_softmax(dpo(out), -1), torch.log_softmax(sft(out), -1)
+        plausible = torch.nonzero(lp_d >= math.log(alpha) + lp_d.max()).flatten().tolist()
+        token = max(plausible, key=lambda v: (float(lp_d[v] - lp_s[v]), float(lp_d[v])))
+        out.append(token)
+        if token in eos:
+            break
+    return out
