@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,6 +16,7 @@ from rich.table import Table
 from aligned_llm.errors import AlignedLLMError
 from aligned_llm.llm import AlignedLLM
 from aligned_llm.methods import METHODS
+from aligned_llm.pairs import aad_pairs, write_jsonl
 from aligned_llm.settings import DEFAULT_MAX_NEW_TOKENS, DecodeSettings
 
 COMPARE_COLUMNS = {
@@ -21,8 +24,10 @@ COMPARE_COLUMNS = {
     "direct": ("vanilla", True),
     "opad": ("opad", True),
     "linear": ("linear", True),
+    "pad": ("pad", True),
+    "aad": ("aad", True),
 }
-"""compare's columns: name → (method, whether the principle is given)."""
+"""compare's columns: name → (method, whether the principle/profile are given)."""
 
 
 def _window(value: str) -> str | int:
@@ -40,8 +45,15 @@ def _parser() -> argparse.ArgumentParser:
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU"
     )
     shared.add_argument("--principle", help="the principle to follow (OPAD, linear, direct prompting)")
+    shared.add_argument("--profile", help="the user profile (PAD), e.g. 'helpful and humorous'")
+    shared.add_argument("--k", type=int, default=10, help="PAD candidates (default 10)")
+    shared.add_argument("--alpha", type=float, default=0.1, help="AAD plausibility threshold (default 0.1)")
+    shared.add_argument("--adapter", help="a LoRA adapter folder (AAD's DPO side; 'bundled' with the default model)")
+    shared.add_argument("--reference", help="the SFT reference model, for AAD with two models")
     shared.add_argument("--system", help="a system message to put before the prompt")
-    shared.add_argument("--beta", type=float, default=1.0, help="OPAD strength: larger is weaker (default 1.0)")
+    shared.add_argument(
+        "--beta", type=float, default=1.0, help="OPAD strength (larger is weaker) or PAD reward weight (default 1.0)"
+    )
     shared.add_argument("--opad-window", type=_window, default="reference", help="reference (default), last or 1")
     shared.add_argument("--rho", type=float, default=2.0, help="linear-alignment strength (default 2.0)")
     shared.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
@@ -60,6 +72,23 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated columns among {', '.join(COMPARE_COLUMNS)} (default: vanilla,direct,opad); "
         "vanilla has no principle, direct is vanilla with the principle in context",
     )
+
+    pairs = commands.add_parser(
+        "pairs", help="AAD as a data generator: JSONL preference pairs (chosen = AAD, rejected = DPO sample)"
+    )
+    pairs.add_argument("prompts", help="a text file with one prompt per line, or JSONL with a 'prompt' field")
+    pairs.add_argument("--out", required=True, help="the JSONL file to write")
+    pairs.add_argument("--model", help="the SFT model (with --adapter) or the DPO model (with --reference)")
+    pairs.add_argument("--adapter", help="DPO LoRA adapter folder ('bundled' with the default model)")
+    pairs.add_argument("--reference", help="the SFT reference model of a DPO --model")
+    pairs.add_argument("--device")
+    pairs.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    pairs.add_argument("--alpha", type=float, default=0.1)
+    pairs.add_argument("--temperature", type=float, default=1.0, help="of the rejected nucleus sample")
+    pairs.add_argument("--top-p", type=float, default=0.9, help="of the rejected nucleus sample")
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--max-new-tokens", type=int, default=256)
+    pairs.add_argument("--batch-size", type=int, default=8)
     return parser
 
 
@@ -68,8 +97,30 @@ def _load(args: argparse.Namespace, console: Console) -> AlignedLLM:
 
     hf_logging.disable_progress_bar()
     options = {"device": args.device, "dtype": args.dtype}
+    for companion in ("adapter", "reference"):
+        if getattr(args, companion, None):
+            options[companion] = getattr(args, companion)
     with console.status(f"Loading {args.model or 'the bundled SmolLM2-135M-Instruct'}…"):
         return AlignedLLM.from_pretrained(args.model, **options) if args.model else AlignedLLM.default(**options)
+
+
+def _read_prompts(path: str) -> list[str]:
+    """One prompt per line, or JSONL rows with a ``prompt`` (or ``instruction``) field."""
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if lines and all(line.lstrip().startswith("{") for line in lines):
+        rows = [json.loads(line) for line in lines]
+        return [row.get("prompt", row.get("instruction", "")) for row in rows]
+    return lines
+
+
+def _pairs(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> None:
+    prompts = _read_prompts(args.prompts)
+    pairs = aad_pairs(
+        llm, prompts, alpha=args.alpha, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+    )  # fmt: skip
+    count = write_jsonl(pairs, args.out)
+    console.print(f"{count} pairs from {len(prompts)} prompts written to {args.out}")
 
 
 def _prompt(args: argparse.Namespace) -> str | list[dict[str, str]]:
@@ -78,13 +129,16 @@ def _prompt(args: argparse.Namespace) -> str | list[dict[str, str]]:
     return [{"role": "system", "content": args.system}, {"role": "user", "content": args.prompt}]
 
 
-def _settings(args: argparse.Namespace, method: str, with_principle: bool) -> dict[str, object]:
+def _settings(args: argparse.Namespace, method: str, guided: bool) -> dict[str, object]:
     return {
         "method": method,
-        "principle": args.principle if with_principle else None,
+        "principle": args.principle if guided else None,
+        "profile": args.profile if guided else None,
         "beta": args.beta,
         "opad_window": args.opad_window,
         "rho": args.rho,
+        "k": args.k,
+        "alpha": args.alpha,
         "max_new_tokens": args.max_new_tokens,
         "stop": args.stop,
         "temperature": args.temperature,
@@ -114,7 +168,7 @@ def _compare(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> Non
     if unknown or not columns:
         raise SystemExit(f"--methods: unknown {unknown}; choose among {', '.join(COMPARE_COLUMNS)}")
     for name in columns:
-        DecodeSettings(**_settings(args, *COMPARE_COLUMNS[name]))
+        llm.method_for(DecodeSettings(**_settings(args, *COMPARE_COLUMNS[name])))
     texts = {}
     progress = Progress(
         TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
@@ -129,7 +183,10 @@ def _compare(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> Non
                 progress.update(task, completed=stream.generated_tokens)
             progress.update(task, completed=args.max_new_tokens)
             texts[name] = stream.result
-    table = Table(title=f"Prompt: {args.prompt}\nPrinciple: {args.principle}", show_lines=True, expand=True)
+    guidance = "".join(
+        f"\n{label}: {value}" for label, value in (("Principle", args.principle), ("Profile", args.profile)) if value
+    )
+    table = Table(title=f"Prompt: {args.prompt}{guidance}", show_lines=True, expand=True)
     for name in columns:
         table.add_column(name, ratio=1)
     table.add_row(*(texts[name].text for name in columns))
@@ -145,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         llm = _load(args, console)
         if args.command == "generate":
             _generate(args, llm, console)
+        elif args.command == "pairs":
+            _pairs(args, llm, console)
         else:
             _compare(args, llm, Console())
     except AlignedLLMError as error:

@@ -1,0 +1,108 @@
+"""Preference pairs from decoding: AAD as a data generator, as in the AAD paper.
+
+chosen = the AAD answer, rejected = a nucleus sample of the DPO model; written as the
+``{"prompt", "chosen", "rejected"}`` JSONL rows that DPO trainers (e.g. TRL) read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from aligned_llm.errors import InvalidSettingError
+from aligned_llm.settings import DecodeSettings
+
+if TYPE_CHECKING:
+    from aligned_llm.llm import AlignedLLM
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One DPO training example: the prompt and two answers, the better one first."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+def contrast_pairs(
+    llm: AlignedLLM,
+    prompts: Sequence[str],
+    *,
+    chosen: Mapping[str, Any],
+    rejected: Mapping[str, Any],
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Iterator[PreferencePair]:
+    """Decode every prompt twice and yield the pairs whose answers differ.
+
+    ``chosen`` and ``rejected`` are ``generate`` settings; prompts run in batches. Settings
+    are checked here, before the first prompt is decoded.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidSettingError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
+    if not prompts or not all(isinstance(prompt, str) and prompt.strip() for prompt in prompts):
+        raise InvalidSettingError("prompts", "must be a non-empty list of non-empty strings")
+    for settings in (chosen, rejected):
+        llm.method_for(DecodeSettings(**settings))
+    return _decode_pairs(llm, prompts, chosen, rejected, batch_size, progress)
+
+
+def _decode_pairs(
+    llm: AlignedLLM,
+    prompts: Sequence[str],
+    chosen: Mapping[str, Any],
+    rejected: Mapping[str, Any],
+    batch_size: int,
+    progress: bool,
+) -> Iterator[PreferencePair]:
+    bar = tqdm(total=len(prompts), desc="pairs", unit="prompt", disable=not progress)
+    with bar:
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start : start + batch_size])
+            good = llm.generate(batch, **chosen)
+            bad = llm.generate(batch, **rejected)
+            for prompt, better, worse in zip(batch, good, bad, strict=True):
+                if better.text.strip() != worse.text.strip():
+                    yield PreferencePair(prompt, better.text.strip(), worse.text.strip())
+            bar.update(len(batch))
+
+
+def aad_pairs(
+    llm: AlignedLLM,
+    prompts: Sequence[str],
+    *,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    top_p: float = 0.9,
+    seed: int = 0,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Iterator[PreferencePair]:
+    """chosen = AAD (greedy, ``alpha``), rejected = a nucleus sample of the DPO model."""
+    chosen = {"method": "aad", "alpha": alpha, "max_new_tokens": max_new_tokens}
+    rejected = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_new_tokens": max_new_tokens}
+    return contrast_pairs(llm, prompts, chosen=chosen, rejected=rejected, batch_size=batch_size, progress=progress)
+
+
+def write_jsonl(pairs: Iterable[PreferencePair], path: str | os.PathLike[str]) -> int:
+    """Write pairs as JSONL; return how many were written.
+
+    Rows go to ``<path>.partial`` as they come (progress survives a crash there) and the file
+    is renamed to ``path`` only when every pair is written.
+    """
+    partial = f"{os.fspath(path)}.partial"
+    count = 0
+    with open(partial, "w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(asdict(pair), ensure_ascii=False) + "\n")
+            handle.flush()
+            count += 1
+    os.replace(partial, path)
+    return count

@@ -1,0 +1,1 @@
+"""Training utilities (the ``train`` extra): the bundled DPO adapter's recipe."""
