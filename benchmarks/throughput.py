@@ -1,4 +1,4 @@
-"""Decode throughput: transformers' ``model.generate`` greedy vs the library's vanilla and OPAD.
+"""Decode throughput: transformers' ``model.generate`` greedy vs the library's vanilla and methods.
 
 Every configuration decodes exactly ``--new-tokens`` tokens per prompt (end-of-turn ignored),
 same model, dtype and prompts, interleaved round by round so machine noise hits all alike;
@@ -7,6 +7,11 @@ in the same run.
 
     python benchmarks/throughput.py                        # bundled model, batch 1 and 8
     python benchmarks/throughput.py --dtype bfloat16 --batch-sizes 1,4,8 --new-tokens 128
+
+Rows: ``model.generate`` greedy; the library's vanilla; OPAD (two contexts, one forward);
+PAD with the zero-shot PersRM (two contexts, one forward, k = 10); AAD on a LoRA pair (adapter
+on/off in one forward via peft ``adapter_names``; the LoRA is random, which does not change
+the cost) and on a two-model pair (the model loaded twice, two forwards per step).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 
 from aligned_llm import AlignedLLM, DecodeSettings
 from aligned_llm.engine import Engine, EngineRequest
+from aligned_llm.loading import bundled_model_dir
 from aligned_llm.prompts import normalize_prompts
 
 PROMPTS = [
@@ -35,6 +41,15 @@ PROMPTS = [
     "Summarise the plot of Romeo and Juliet.",
 ]
 PRINCIPLE = "Be extremely brief: answer in at most ten words."
+PROFILE = {"helpful": 1.0, "humor": 1.0}
+
+
+def _lora_pair(llm: AlignedLLM) -> AlignedLLM:
+    """The model with a random r=8 LoRA on q/v as the DPO side: the bundled adapter's shape."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    return AlignedLLM(get_peft_model(llm.model, config), llm.tokenizer)
 
 
 def _hf_generate(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Callable[[], int]:
@@ -58,7 +73,9 @@ def _hf_generate(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Callab
 def _library(llm: AlignedLLM, prompts: list[str], new_tokens: int, **settings: object) -> Callable[[], int]:
     decode = DecodeSettings(max_new_tokens=new_tokens, **settings)
     requests = [EngineRequest(llm.encode_rows(normalize_prompts(p)[0][0], decode), new_tokens) for p in prompts]
-    engine = Engine({"policy": llm.model}, llm.tokenizer, stop_token_ids=(), pad_token_id=llm.tokenizer.pad_token_id)
+    models = {"policy": llm.model, "reference": llm.reference, "reward": llm.reward_model}
+    models = {key: model for key, model in models.items() if model is not None}
+    engine = Engine(models, llm.tokenizer, stop_token_ids=(), pad_token_id=llm.tokenizer.pad_token_id)
 
     def run() -> int:
         return sum(e.result.output_tokens for e in engine.run(requests, llm.method_for(decode)) if e.result is not None)
@@ -79,6 +96,9 @@ def main() -> None:
 
     options = {"device": args.device, "dtype": args.dtype}
     llm = AlignedLLM.from_pretrained(args.model, **options) if args.model else AlignedLLM.default(**options)
+    source = args.model or bundled_model_dir()
+    adapter_pair = _lora_pair(AlignedLLM.from_pretrained(source, **options))
+    model_pair = AlignedLLM.from_pretrained(source, reference=source, **options)
     print(f"model={llm.name} device={llm.device} dtype={llm.model.dtype} torch={torch.__version__} "
           f"threads={torch.get_num_threads()} cpu={platform.processor() or platform.machine()}")  # fmt: skip
     rows = []
@@ -88,6 +108,9 @@ def main() -> None:
             "model.generate (greedy)": _hf_generate(llm, prompts, args.new_tokens),
             "aligned-llm vanilla": _library(llm, prompts, args.new_tokens),
             "aligned-llm OPAD": _library(llm, prompts, args.new_tokens, method="opad", principle=PRINCIPLE),
+            "aligned-llm PAD (zero-shot, k=10)": _library(llm, prompts, args.new_tokens, method="pad", profile=PROFILE),
+            "aligned-llm AAD (LoRA pair, 1 forward)": _library(adapter_pair, prompts, args.new_tokens, method="aad"),
+            "aligned-llm AAD (two models)": _library(model_pair, prompts, args.new_tokens, method="aad"),
         }
         for run in configs.values():
             run()
@@ -102,15 +125,15 @@ def main() -> None:
                 if llm.device.type == "cuda":
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - started)
-        baseline = tokens["model.generate (greedy)"] / statistics.median(times["model.generate (greedy)"])
-        for name in configs:
-            rate = tokens[name] / statistics.median(times[name])
+        rates = {name: tokens[name] / statistics.median(times[name]) for name in configs}
+        for name, rate in rates.items():
             rows.append({"batch": batch, "config": name, "tokens": tokens[name], "tokens_per_s": rate,
-                         "ratio": rate / baseline})  # fmt: skip
-    print("\n| batch | decoder | tokens | tokens/s | × model.generate |\n|---|---|---|---|---|")
+                         "vs_generate": rate / rates["model.generate (greedy)"],
+                         "vs_vanilla": rate / rates["aligned-llm vanilla"]})  # fmt: skip
+    print("\n| batch | decoder | tokens | tokens/s | × model.generate | × vanilla |\n|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['batch']} | {row['config']} | {row['tokens']} | {row['tokens_per_s']:.1f} "
-              f"| {row['ratio']:.2f} |")  # fmt: skip
+              f"| {row['vs_generate']:.2f} | {row['vs_vanilla']:.2f} |")  # fmt: skip
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"device": str(llm.device), "dtype": str(llm.model.dtype), "rows": rows}, handle, indent=2)
