@@ -1,0 +1,8 @@
+"""LangChain integration of aligned-llm: ``ChatAlignedLLM`` (chat model) and ``AlignedLLMText`` (text LLM)."""
+
+from __future__ import annotations
+
+from langchain_aligned_llm.chat_models import ChatAlignedLLM
+from langchain_aligned_llm.llms import AlignedLLMText
+
+__all__ = ["AlignedLLMText", "ChatAlignedLLM"]

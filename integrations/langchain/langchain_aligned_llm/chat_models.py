@@ -1,0 +1,174 @@
+"""``ChatAlignedLLM``: a LangChain chat model that decodes a local model with aligned-llm's methods."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.caches import BaseCache
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.globals import get_llm_cache
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
+
+from aligned_llm import GenerationStream
+from langchain_aligned_llm.async_stream import iterate_in_thread
+from langchain_aligned_llm.batching import BatchPlan, batch_plan, planned_result
+from langchain_aligned_llm.core_call import CoreCall
+from langchain_aligned_llm.messages import to_conversation
+from langchain_aligned_llm.params import AlignedLLMParams
+
+
+class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
+    """Chat model over a local Hugging Face model, aligned at decoding time (OPAD, …) by aligned-llm.
+
+    Pass a loaded ``AlignedLLM`` as ``llm``, or a ``model`` folder / hub id that is loaded on
+    first use and shared (default: the bundled SmolLM2-135M-Instruct). Every decoding setting
+    is a field and a per-call keyword: ``chat.invoke(messages, principle="Be brief.")``,
+    ``chat.bind(method="opad", beta=2.0)``. No tool calling, no structured output, text only.
+    """
+
+    streaming: bool = False
+    """Decode through the streaming path even in ``invoke`` (callbacks then see each token)."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "aligned-llm-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return self._aligned_identifying_params()
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return LangSmithParams(ls_model_type="chat", **self._aligned_ls_params(stop, kwargs))
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        profile = ModelProfile(
+            text_inputs=True,
+            text_outputs=True,
+            image_inputs=False,
+            audio_inputs=False,
+            video_inputs=False,
+            pdf_inputs=False,
+            tool_calling=False,
+            structured_output=False,
+        )
+        llm = self._loaded_llm()
+        if llm is not None:
+            profile["max_input_tokens"] = llm.context_window
+        return profile
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._core_call(stop, kwargs)
+        conversation = to_conversation(messages)
+        result = planned_result(call, conversation) or call.llm.generate(conversation, **call.settings)
+        metadata = call.metadata(result)
+        message = AIMessage(content=result.text, usage_metadata=call.usage(result), response_metadata=metadata)
+        return ChatResult(
+            generations=[ChatGeneration(message=message, generation_info=metadata)],
+            llm_output={"model_name": call.llm.name},
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        call, stream = self._open_stream(messages, stop, kwargs)
+        for chunk in _chunks(call, stream):
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        loop = asyncio.get_running_loop()
+        call, stream = await loop.run_in_executor(None, self._open_stream, messages, stop, kwargs)
+        async for chunk in iterate_in_thread(_chunks(call, stream), stream.cancel):
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _open_stream(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[CoreCall, GenerationStream]:
+        call = self._core_call(stop, kwargs)
+        return call, call.llm.stream(to_conversation(messages), **call.settings)
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[BaseMessage]:
+        """Like LangChain's ``batch()`` (one run per input), decoding inputs with equal settings as one engine batch."""
+        with batch_plan(self._plan(inputs, kwargs)):
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[BaseMessage]:
+        """Async ``batch()``, batched the same way."""
+        with batch_plan(self._plan(inputs, kwargs)):
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+    def _plan(self, inputs: Sequence[LanguageModelInput], kwargs: dict[str, Any]) -> BatchPlan | None:
+        """Announce the calls a batch will make; none when they would not reach ``_generate`` together."""
+        if len(inputs) < 2 or self._caching() or self._should_stream(async_api=False, **kwargs):
+            return None
+        try:
+            overrides = {name: value for name, value in kwargs.items() if name != "stop"}
+            call = self._core_call(kwargs.get("stop"), overrides)
+        except ValueError:
+            return None  # every run fails on its own
+        plan = BatchPlan(self.max_batch_size)
+        for value in inputs:
+            try:
+                plan.expect(call, to_conversation(self._convert_input(value).to_messages()))
+            except (ValueError, TypeError):
+                continue  # this input fails on its own in its run
+        return plan
+
+    def _caching(self) -> bool:
+        """Whether LangChain may answer some calls from its cache (they would then not reach the model)."""
+        return self.cache is not False and (isinstance(self.cache, BaseCache) or get_llm_cache() is not None)
+
+
+def _chunks(call: CoreCall, stream: GenerationStream) -> Iterator[ChatGenerationChunk]:
+    """Text deltas as chunks, then a last chunk with the usage and metadata; the stream is closed at the end."""
+    try:
+        for delta in stream:
+            yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
+        result = stream.result
+        if result is None:
+            raise RuntimeError("the stream ended without a result")
+        metadata = call.metadata(result)
+        last = AIMessageChunk(
+            content="", usage_metadata=call.usage(result), response_metadata=metadata, chunk_position="last"
+        )
+        yield ChatGenerationChunk(message=last, generation_info=metadata)
+    finally:
+        stream.close()

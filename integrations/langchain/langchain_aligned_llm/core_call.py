@@ -1,0 +1,62 @@
+"""One call into the core: the model, the ``generate``/``stream`` keyword arguments, and results as LangChain data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from langchain_core.messages.ai import UsageMetadata
+
+from aligned_llm import AlignedLLM, DecodeSettings, DecodingMethod, GenerationResult
+
+PROVIDER = "aligned_llm"
+
+
+@dataclass(frozen=True)
+class CoreCall:
+    """A resolved model and the keyword arguments for its ``generate``/``stream`` (only the settings that were set)."""
+
+    llm: AlignedLLM
+    settings: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """Calls with equal keys may share one engine batch (same model, same settings)."""
+        return id(self.llm), repr(sorted(self.settings.items()))
+
+    def usage(self, result: GenerationResult) -> UsageMetadata:
+        """Token counts as LangChain's ``usage_metadata``."""
+        return UsageMetadata(
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            total_tokens=result.input_tokens + result.output_tokens,
+        )
+
+    def metadata(self, result: GenerationResult) -> dict[str, Any]:
+        """``response_metadata``: model, why it stopped, the method and every setting in effect (defaults included)."""
+        metadata: dict[str, Any] = {
+            "model_name": self.llm.name,
+            "model_provider": PROVIDER,
+            "finish_reason": result.finish_reason,
+            "method": result.method,
+            "settings": self.effective_settings(),
+        }
+        if result.trace is not None:
+            metadata["trace"] = [asdict(token) for token in result.trace]
+        return metadata
+
+    def effective_settings(self) -> dict[str, Any]:
+        """The core's full decoding settings for this call, as plain values."""
+        decode = DecodeSettings(**{name: value for name, value in self.settings.items() if name != "trace"})
+        return {field.name: _plain(getattr(decode, field.name)) for field in fields(decode) if field.init}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, DecodingMethod):
+        return value.name
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value

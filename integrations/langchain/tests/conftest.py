@@ -1,0 +1,93 @@
+"""Fixtures: tiny random models saved as local folders (fast), an engine spy, and the bundled model."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoTokenizer
+
+from aligned_llm import AlignedLLM
+from aligned_llm.loading import bundled_model_dir
+from langchain_aligned_llm.registry import shared_llm
+from tests.conftest import build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def lc_tokenizer():
+    return AutoTokenizer.from_pretrained(bundled_model_dir(), local_files_only=True)
+
+
+def _save_tiny(folder: Path, tokenizer, seed: int) -> str:
+    build_tiny_model(seed=seed, vocab_size=len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, lc_tokenizer) -> str:
+    """A tiny random Llama with the SmolLM2 tokenizer, as a model folder LangChain objects name."""
+    return _save_tiny(tmp_path_factory.mktemp("lc-tiny-a"), lc_tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory, lc_tokenizer) -> str:
+    """A second tiny model (other weights), for per-call ``model=`` overrides."""
+    return _save_tiny(tmp_path_factory.mktemp("lc-tiny-b"), lc_tokenizer, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model_dir) -> AlignedLLM:
+    """The shared AlignedLLM every ``ChatAlignedLLM(model=tiny_model_dir, device="cpu")`` uses."""
+    return shared_llm(tiny_model_dir, device="cpu")
+
+
+@dataclass
+class EngineCall:
+    """One call into the core, as the adapter made it."""
+
+    api: str
+    prompt: Any
+    settings: dict[str, Any]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.prompt) if isinstance(self.prompt, list) and not isinstance(self.prompt[0], dict) else 1
+
+
+@dataclass
+class EngineSpy:
+    """Records every ``generate``/``stream`` call on one AlignedLLM, then lets it run."""
+
+    calls: list[EngineCall] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, api: str, prompt: Any, settings: dict[str, Any]) -> None:
+        with self.lock:
+            self.calls.append(EngineCall(api, prompt, dict(settings)))
+
+
+@pytest.fixture
+def spy(tiny, monkeypatch) -> EngineSpy:
+    recorder = EngineSpy()
+    real_generate, real_stream = tiny.generate, tiny.stream
+
+    def generate(prompt, **settings):
+        recorder.record("generate", prompt, settings)
+        return real_generate(prompt, **settings)
+
+    def stream(prompt, **settings):
+        recorder.record("stream", prompt, settings)
+        return real_stream(prompt, **settings)
+
+    monkeypatch.setattr(tiny, "generate", generate)
+    monkeypatch.setattr(tiny, "stream", stream)
+    return recorder
+
+
+@pytest.fixture(scope="session")
+def bundled() -> AlignedLLM:
+    return AlignedLLM.default(device="cpu")
