@@ -1,0 +1,232 @@
+"""``AlignedHF``: a LlamaIndex LLM that decodes a local Hugging Face model with aligned-llm."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from aligned_llm import AlignedLLM, DecodingMethod, GenerationResult, GenerationStream, InvalidSettingError
+from aligned_llm.settings import DEFAULT_MAX_NEW_TOKENS
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.bridge.pydantic import ConfigDict, Field
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+
+from llama_index.llms.aligned.messages import to_core_messages
+from llama_index.llms.aligned.responses import chat_chunks, chat_response, completion_chunks, completion_response
+from llama_index.llms.aligned.settings import SETTINGS, core_kwargs, merge_overrides, reserved_tokens
+from llama_index.llms.aligned.threads import iterate_in_thread
+
+_CHECKED = frozenset(SETTINGS) | {"context_window"}
+_COPYABLE = _CHECKED | {"system_prompt"}
+
+
+class AlignedHF(CustomLLM):
+    """A chat LLM for query engines, chat engines and agents, aligned at decoding time.
+
+    It wraps a loaded :class:`aligned_llm.AlignedLLM` (``core``), which copies share. Every
+    decoding setting is a field (``None``: the library's default) and a per-call keyword of
+    ``complete``/``chat``; since query engines pass no keywords, :meth:`with_settings` makes
+    a configured copy per query or per user. Settings are checked by the core on
+    construction, on assignment and per call: a bad value raises ``InvalidSettingError``
+    naming it. Chats are rendered with the model's own chat template.
+    """
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    core: AlignedLLM = Field(exclude=True, description="The loaded aligned-llm model; copies share it.")
+    method: str | DecodingMethod = Field(
+        default="vanilla", description="'vanilla', 'opad', 'linear', 'pad', 'aad', or a DecodingMethod."
+    )
+    principle: str | None = Field(default=None, description="The principle to follow (OPAD, linear, direct).")
+    profile: str | dict[str, float] | None = Field(
+        default=None, description="A user profile: text or {dimension: weight} (PAD)."
+    )
+    beta: float | None = Field(default=None, description="Guidance strength: OPAD's β (> 0) or PAD's reward weight.")
+    opad_window: str | int | None = Field(default=None, description="OPAD's reward window: 'reference', 'last', 1.")
+    rho: float | None = Field(default=None, description="Strength of the linear-alignment baseline (>= 0).")
+    k: int | None = Field(default=None, description="PAD's number of candidate tokens.")
+    pad_base: str | None = Field(default=None, description="PAD's base row.")
+    alpha: float | None = Field(default=None, description="AAD's candidate threshold, in (0, 1].")
+    max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, description="Most tokens to generate per answer.")
+    stop: str | tuple[str, ...] | None = Field(default=None, description="Strings that end the answer (cut from it).")
+    temperature: float | None = Field(default=None, description="0 is greedy (the default); > 0 samples.")
+    top_p: float | None = Field(default=None, description="Nucleus mass when sampling, in (0, 1].")
+    seed: int | None = Field(default=None, description="Seed for repeatable sampling.")
+    trace: bool = Field(default=False, description="Put the per-token trace in each response's raw['trace'].")
+    context_window: int | None = Field(
+        default=None, description="Cap on the context window LlamaIndex packs for; default: the model's."
+    )
+
+    def __init__(self, core: AlignedLLM, **fields: Any) -> None:
+        """Wrap a loaded ``AlignedLLM``; ``fields`` are settings and LlamaIndex LLM fields."""
+        super().__init__(core=core, **fields)
+        self._check(self.settings, self.context_window)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        **fields: Any,
+    ) -> AlignedHF:
+        """Load a local model folder (offline) or a hub id, then wrap it with ``fields``."""
+        return cls(AlignedLLM.from_pretrained(name_or_path, device=device, dtype=dtype), **fields)
+
+    @classmethod
+    def default(
+        cls, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, **fields: Any
+    ) -> AlignedHF:
+        """The bundled SmolLM2-135M-Instruct, which works offline."""
+        return cls(AlignedLLM.default(device=device, dtype=dtype), **fields)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AlignedHF"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The current settings (``None``: the library's default)."""
+        return {name: getattr(self, name) for name in SETTINGS}
+
+    def with_settings(self, **changes: Any) -> AlignedHF:
+        """A copy with ``changes`` applied that shares the loaded model: cheap, per query or per user.
+
+        Besides the settings, ``context_window`` and ``system_prompt`` may change; the
+        original is left as it is, and changing the copy later does not affect it.
+        """
+        for name in changes:
+            if name not in _COPYABLE:
+                raise InvalidSettingError(name, f"cannot be changed by with_settings; allowed: {sorted(_COPYABLE)}")
+        current = {name: getattr(self, name) for name in type(self).model_fields if name != "core"}
+        return type(self)(self.core, **{**current, **changes})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Check a setting as it is assigned; a bad value raises and leaves the old one in place."""
+        if name not in _CHECKED:
+            super().__setattr__(name, value)
+            return
+        previous = getattr(self, name)
+        super().__setattr__(name, value)
+        try:
+            self._check(self.settings, self.context_window)
+        except InvalidSettingError:
+            super().__setattr__(name, previous)
+            raise
+
+    def _check(self, settings: dict[str, Any], context_window: int | None) -> None:
+        reserved_tokens(self.core, settings)
+        if context_window is not None and (
+            isinstance(context_window, bool)
+            or not isinstance(context_window, int)
+            or not 0 < context_window <= self.core.context_window
+        ):
+            raise InvalidSettingError(
+                "context_window",
+                f"must be None or an integer in [1, {self.core.context_window}] (the model's), got {context_window!r}",
+            )
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """The model's context window less what LlamaIndex cannot count, and the answer length.
+
+        ``context_window`` is the model's (or the ``context_window`` cap) minus the chat
+        template's markup and the principle/profile the core renders into the prompt, so
+        LlamaIndex never packs a prompt that overflows.
+        """
+        window = self.context_window or self.core.context_window
+        return LLMMetadata(
+            context_window=window - reserved_tokens(self.core, self.settings),
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            is_function_calling_model=False,
+            model_name=self.core.name,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """Metadata plus the settings given, for instrumentation events and callbacks."""
+        given = {name: value for name, value in self.settings.items() if value is not None}
+        return {**super().to_payload(), "settings": given}
+
+    def _call_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        return core_kwargs(merge_overrides(self.settings, overrides))
+
+    def _completion_prompt(self, prompt: str, formatted: bool) -> str:
+        return prompt if formatted else self.completion_to_prompt(prompt)
+
+    def _generate(self, prompt: str | list[dict[str, str]], kwargs: dict[str, Any]) -> GenerationResult:
+        return self.core.generate(prompt, **kwargs)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Answer ``prompt`` as one user turn of the chat template; ``kwargs`` override settings."""
+        call = self._call_kwargs(kwargs)
+        result = self._generate(self._completion_prompt(prompt, formatted), call)
+        return completion_response(result, self.core.name, call)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        """Like :meth:`complete`, one response per text delta."""
+        call = self._call_kwargs(kwargs)
+        stream = self._stream(self._completion_prompt(prompt, formatted), call)
+        return completion_chunks(stream, self.core.name, call)
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Answer the conversation, rendered with the chat template; ``kwargs`` override settings."""
+        call = self._call_kwargs(kwargs)
+        result = self._generate(to_core_messages(messages), call)
+        return chat_response(result, self.core.name, call)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """Like :meth:`chat`, one response per text delta."""
+        call = self._call_kwargs(kwargs)
+        stream = self._stream(to_core_messages(messages), call)
+        return chat_chunks(stream, self.core.name, call)
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """:meth:`complete` on a worker thread, so the event loop keeps running."""
+        call = self._call_kwargs(kwargs)
+        result = await asyncio.to_thread(self._generate, self._completion_prompt(prompt, formatted), call)
+        return completion_response(result, self.core.name, call)
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        """:meth:`stream_complete` as an async generator; decoding runs on a worker thread."""
+        call = self._call_kwargs(kwargs)
+        stream = self._stream(self._completion_prompt(prompt, formatted), call)
+        return iterate_in_thread(completion_chunks(stream, self.core.name, call))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """:meth:`chat` on a worker thread, so the event loop keeps running."""
+        call = self._call_kwargs(kwargs)
+        result = await asyncio.to_thread(self._generate, to_core_messages(messages), call)
+        return chat_response(result, self.core.name, call)
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        """:meth:`stream_chat` as an async generator; decoding runs on a worker thread."""
+        call = self._call_kwargs(kwargs)
+        stream = self._stream(to_core_messages(messages), call)
+        return iterate_in_thread(chat_chunks(stream, self.core.name, call))
+
+    def _stream(self, prompt: str | list[dict[str, str]], kwargs: dict[str, Any]) -> GenerationStream:
+        """Start a stream: the prompt and settings are checked now, decoding starts on the first step."""
+        return self.core.stream(prompt, **kwargs)

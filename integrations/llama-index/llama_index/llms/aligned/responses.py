@@ -1,0 +1,71 @@
+"""Core results and streams → LlamaIndex completion and chat responses.
+
+``raw`` carries what the core reports: token usage (read by LlamaIndex's token counter),
+the finish reason, the method that ran, the settings given and, with ``trace=True``, the
+per-token trace. A stream yields one response per text delta, then a last one with an
+empty delta that carries ``raw`` (the totals are only known at the end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import closing
+from typing import Any
+
+from aligned_llm import GenerationResult, GenerationStream
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole
+
+
+def result_raw(result: GenerationResult, model_name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What LlamaIndex keeps as the response's ``raw``: usage, finish reason, method, settings."""
+    raw: dict[str, Any] = {
+        "model": model_name,
+        "usage": {
+            "prompt_tokens": result.input_tokens,
+            "completion_tokens": result.output_tokens,
+            "total_tokens": result.input_tokens + result.output_tokens,
+        },
+        "finish_reason": result.finish_reason,
+        "method": result.method,
+        "settings": dict(settings),
+    }
+    if result.trace is not None:
+        raw["trace"] = result.trace
+    return raw
+
+
+def completion_response(result: GenerationResult, model_name: str, settings: Mapping[str, Any]) -> CompletionResponse:
+    """A finished generation as a completion."""
+    return CompletionResponse(text=result.text, raw=result_raw(result, model_name, settings))
+
+
+def chat_response(result: GenerationResult, model_name: str, settings: Mapping[str, Any]) -> ChatResponse:
+    """A finished generation as the assistant's chat message."""
+    message = ChatMessage(role=MessageRole.ASSISTANT, content=result.text)
+    return ChatResponse(message=message, raw=result_raw(result, model_name, settings))
+
+
+def completion_chunks(
+    stream: GenerationStream, model_name: str, settings: Mapping[str, Any]
+) -> Iterator[CompletionResponse]:
+    """Cumulative ``text`` and new ``delta`` per step; closing this iterator releases the model."""
+    text = ""
+    try:
+        for delta in stream:
+            text += delta
+            yield CompletionResponse(text=text, delta=delta)
+        yield CompletionResponse(text=text, delta="", raw=_final_raw(stream, model_name, settings))
+    finally:
+        stream.close()
+
+
+def chat_chunks(stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> Iterator[ChatResponse]:
+    """Like :func:`completion_chunks`, as assistant messages."""
+    with closing(completion_chunks(stream, model_name, settings)) as chunks:
+        for chunk in chunks:
+            message = ChatMessage(role=MessageRole.ASSISTANT, content=chunk.text)
+            yield ChatResponse(message=message, delta=chunk.delta, raw=chunk.raw)
+
+
+def _final_raw(stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    return None if stream.result is None else result_raw(stream.result, model_name, settings)

@@ -1,0 +1,104 @@
+"""Fixtures: a tiny random model for interface tests, the bundled model for the RAG run, clean Settings."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+
+import llama_index.core
+import pytest
+from aligned_llm import AlignedLLM
+from aligned_llm.loading import bundled_model_dir
+from llama_index.core import Settings
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from transformers import AutoTokenizer
+
+from llama_index.llms.aligned import AlignedHF
+from tests.conftest import build_tiny_model
+
+EMBED_DIM = 256
+_WORD = re.compile(r"[a-z]{3,}")
+
+
+class KeywordEmbedding(BaseEmbedding):
+    """An offline bag-of-words embedding (hashed word counts), so retrieval picks related text."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "KeywordEmbedding"
+
+    def _embed(self, text: str) -> list[float]:
+        vector = [0.0] * EMBED_DIM
+        for word in _WORD.findall(text.lower()):
+            vector[zlib.crc32(word.encode()) % EMBED_DIM] += 1.0
+        return vector if any(vector) else [1.0] * EMBED_DIM
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._embed(text)
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._embed(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._embed(query)
+
+
+@pytest.fixture(scope="session")
+def tiny_core(tmp_path_factory) -> AlignedLLM:
+    """A 2-layer random Llama with the SmolLM2 tokenizer and chat template (context window 256)."""
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir(), local_files_only=True)
+    folder: Path = tmp_path_factory.mktemp("tiny-llama-index")
+    build_tiny_model(seed=0, vocab_size=len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return AlignedLLM.from_pretrained(folder, device="cpu")
+
+
+@pytest.fixture
+def tiny(tiny_core) -> AlignedHF:
+    return AlignedHF(tiny_core, max_new_tokens=8)
+
+
+@pytest.fixture(scope="session")
+def bundled_core() -> AlignedLLM:
+    return AlignedLLM.default(device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def offline_settings():
+    """LlamaIndex's global defaults reach for OpenAI: set them; restore them (and the tokenizer) after."""
+    saved = Settings._llm, Settings._embed_model, llama_index.core.global_tokenizer
+    Settings.embed_model = KeywordEmbedding()
+    yield
+    Settings._llm, Settings._embed_model, llama_index.core.global_tokenizer = saved
+
+
+class EventLog(BaseEventHandler):
+    """Records the instrumentation events it sees, in order."""
+
+    seen: list[BaseEvent] = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "EventLog"
+
+    def handle(self, event: BaseEvent, **kwargs) -> None:
+        self.seen.append(event)
+
+    def of(self, *kinds: type[BaseEvent]) -> list[BaseEvent]:
+        """The events of the given classes, in order."""
+        return [event for event in self.seen if isinstance(event, kinds)]
+
+
+@pytest.fixture
+def events():
+    """Instrumentation events fired during the test (handler on the root dispatcher)."""
+    log = EventLog()
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(log)
+    yield log
+    dispatcher.event_handlers.remove(log)
