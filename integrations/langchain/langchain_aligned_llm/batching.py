@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from aligned_llm import GenerationResult
+
 from langchain_aligned_llm.core_call import CoreCall
 
 Conversation = list[dict[str, str]]

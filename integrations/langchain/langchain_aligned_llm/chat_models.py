@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+from aligned_llm import GenerationStream
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.globals import get_llm_cache
@@ -13,8 +13,9 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams, Langu
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict
 
-from aligned_llm import GenerationStream
 from langchain_aligned_llm.async_stream import iterate_in_thread
 from langchain_aligned_llm.batching import BatchPlan, batch_plan, planned_result
 from langchain_aligned_llm.core_call import CoreCall
@@ -30,6 +31,8 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
     is a field and a per-call keyword: ``chat.invoke(messages, principle="Be brief.")``,
     ``chat.bind(method="opad", beta=2.0)``. No tool calling, no structured output, text only.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     streaming: bool = False
     """Decode through the streaming path even in ``invoke`` (callbacks then see each token)."""
@@ -98,8 +101,7 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        loop = asyncio.get_running_loop()
-        call, stream = await loop.run_in_executor(None, self._open_stream, messages, stop, kwargs)
+        call, stream = await run_in_executor(None, self._open_stream, messages, stop, kwargs)
         async for chunk in iterate_in_thread(_chunks(call, stream), stream.cancel):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)

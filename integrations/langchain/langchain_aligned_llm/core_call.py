@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from langchain_core.messages.ai import UsageMetadata
-
 from aligned_llm import AlignedLLM, DecodeSettings, DecodingMethod, GenerationResult
+from langchain_core.messages.ai import UsageMetadata
 
 PROVIDER = "aligned_llm"
 

@@ -7,16 +7,17 @@ never echoed. A batch of prompts is decoded as engine batches of ``max_batch_siz
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from aligned_llm import GenerationResult, GenerationStream
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict
 
-from aligned_llm import GenerationResult, GenerationStream
 from langchain_aligned_llm.async_stream import iterate_in_thread
 from langchain_aligned_llm.core_call import CoreCall
 from langchain_aligned_llm.params import AlignedLLMParams
@@ -28,6 +29,8 @@ class AlignedLLMText(AlignedLLMParams, LLM):
     Same model and decoding fields (and per-call keywords) as ``ChatAlignedLLM``; use it
     where LangChain wants a string-in/string-out LLM.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     @property
     def _llm_type(self) -> str:
@@ -76,8 +79,7 @@ class AlignedLLMText(AlignedLLMParams, LLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: self._generate(prompts, stop, **kwargs))
+        return await run_in_executor(None, self._generate, prompts, stop, None, **kwargs)
 
     def _stream(
         self,
@@ -99,8 +101,7 @@ class AlignedLLMText(AlignedLLMParams, LLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        loop = asyncio.get_running_loop()
-        call, stream = await loop.run_in_executor(None, self._open_stream, prompt, stop, kwargs)
+        call, stream = await run_in_executor(None, self._open_stream, prompt, stop, kwargs)
         async for chunk in iterate_in_thread(_chunks(call, stream), stream.cancel):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)

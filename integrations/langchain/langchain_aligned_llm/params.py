@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from aligned_llm import AlignedLLM, DecodingMethod
 from aligned_llm.loading import BUNDLED_NAME
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from langchain_aligned_llm.core_call import PROVIDER, CoreCall
 from langchain_aligned_llm.registry import loaded_llm, shared_llm
 
@@ -25,6 +25,7 @@ SETTINGS: dict[str, str] = {
     "user_profile": "profile",
     "beta": "beta",
     "k": "k",
+    "pad_base": "pad_base",
     "alpha": "alpha",
     "opad_window": "opad_window",
     "rho": "rho",
@@ -38,11 +39,14 @@ SETTINGS: dict[str, str] = {
 PER_CALL_ALIASES: dict[str, str] = {"profile": "user_profile", "max_new_tokens": "max_tokens"}
 # accepted at construction for drop-in compatibility with hosted models; meaningless for a local model
 IGNORED_INIT_PARAMS = ("api_key", "timeout", "max_retries")
+# fields that decide what a model name loads
+LOAD_OPTIONS = ("device", "dtype", "adapter", "reference", "reward_model")
 
 
 class AlignedLLMParams(BaseModel):
     """Model and decoding fields of ``ChatAlignedLLM`` and ``AlignedLLMText``."""
 
+    # concrete classes repeat extra="forbid": LangChain's base classes, listed after this one, set extra="ignore"
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     llm: AlignedLLM | None = Field(default=None, exclude=True)
@@ -54,6 +58,12 @@ class AlignedLLMParams(BaseModel):
     """Device for a model loaded by name (default: CUDA when available, else CPU)."""
     dtype: str | None = None
     """dtype for a model loaded by name (default: bf16 on CUDA, fp32 on CPU)."""
+    adapter: str | None = None
+    """LoRA folder loaded on top of ``model`` (for AAD: the DPO side; ``"bundled"`` with the default model)."""
+    reference: str | None = None
+    """SFT model of a DPO ``model``, for two-model AAD."""
+    reward_model: str | None = None
+    """PAD's reward model (PersRM): a model folder or a LoRA folder on ``model``."""
 
     method: str | DecodingMethod | None = None
     """Decoding method: a name the core knows (``"vanilla"``, ``"opad"``, ``"linear"``, …) or a ``DecodingMethod``."""
@@ -66,6 +76,8 @@ class AlignedLLMParams(BaseModel):
     """Alignment strength of OPAD (larger = weaker) / reward weight of PAD."""
     k: int | None = None
     """Candidate tokens scored per step (PAD)."""
+    pad_base: str | None = None
+    """Which context PAD's candidates come from."""
     alpha: float | None = None
     """Strength of AAD."""
     opad_window: str | int | None = None
@@ -107,14 +119,16 @@ class AlignedLLMParams(BaseModel):
 
     def _aligned_identifying_params(self) -> dict[str, Any]:
         """Everything that changes the output: LangChain's cache key and tracing are built from it."""
-        params: dict[str, Any] = {"model": self.model_name, "device": self.device, "dtype": self.dtype}
+        params: dict[str, Any] = {"model": self.model_name}
+        params.update({name: getattr(self, name) for name in LOAD_OPTIONS})
         params.update({name: getattr(self, name) for name in SETTINGS})
-        params["stop"] = self.stop
+        # not "stop": LangChain overwrites that key with the per-call stop, which would drop the field from the key
+        params["configured_stop"] = self.stop
         return params
 
     def _loaded_llm(self) -> AlignedLLM | None:
         """The model if it is already in memory (never loads)."""
-        return self.llm or loaded_llm(self.model_name, device=self.device, dtype=self.dtype)
+        return self.llm or loaded_llm(self.model_name, self._load_options())
 
     def _resolve_llm(self, model: object = None) -> AlignedLLM:
         """The model for a call: this object's, or a per-call ``model=`` override loaded and shared by name."""
@@ -124,7 +138,11 @@ class AlignedLLMParams(BaseModel):
             if self.llm is not None:
                 return self.llm
             model = self.model_name
-        return shared_llm(model, device=self.device, dtype=self.dtype)
+        return shared_llm(model, self._load_options())
+
+    def _load_options(self) -> dict[str, str]:
+        """Keyword arguments of ``AlignedLLM.from_pretrained`` for a model loaded by name."""
+        return {name: getattr(self, name) for name in LOAD_OPTIONS if getattr(self, name) is not None}
 
     def _effective_settings(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Field values with per-call overrides applied, by LangChain name."""

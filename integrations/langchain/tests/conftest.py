@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aligned_llm import AlignedLLM
+from aligned_llm.loading import BUNDLED_NAME, bundled_model_dir
 from transformers import AutoTokenizer
 
-from aligned_llm import AlignedLLM
-from aligned_llm.loading import bundled_model_dir
 from langchain_aligned_llm.registry import shared_llm
 from tests.conftest import build_tiny_model
 
@@ -42,7 +42,7 @@ def other_model_dir(tmp_path_factory, lc_tokenizer) -> str:
 @pytest.fixture(scope="session")
 def tiny(tiny_model_dir) -> AlignedLLM:
     """The shared AlignedLLM every ``ChatAlignedLLM(model=tiny_model_dir, device="cpu")`` uses."""
-    return shared_llm(tiny_model_dir, device="cpu")
+    return shared_llm(tiny_model_dir, {"device": "cpu"})
 
 
 @dataclass
@@ -90,4 +90,5 @@ def spy(tiny, monkeypatch) -> EngineSpy:
 
 @pytest.fixture(scope="session")
 def bundled() -> AlignedLLM:
-    return AlignedLLM.default(device="cpu")
+    """The bundled SmolLM2, as ``ChatAlignedLLM(device="cpu")`` (no model named) loads and shares it."""
+    return shared_llm(BUNDLED_NAME, {"device": "cpu"})

@@ -1,0 +1,85 @@
+"""batch(): inputs with equal settings decode as one engine batch, with the same texts as serial calls."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from aligned_llm import AlignedLLM, PromptTooLongError
+from aligned_llm.loading import bundled_model_dir
+from langchain_core.caches import InMemoryCache
+from langchain_core.runnables import ConfigurableField
+from transformers import AutoTokenizer
+
+from langchain_aligned_llm import ChatAlignedLLM
+
+PROMPTS = ["Hello", "Tell me a joke.", "What is two plus two?", "Name a colour."]
+PRINCIPLES = [None, "Be brief.", "Answer like a pirate.", "Be formal."]
+
+
+@pytest.fixture
+def chat(tiny_model_dir) -> ChatAlignedLLM:
+    return ChatAlignedLLM(model=tiny_model_dir, device="cpu", max_tokens=6)
+
+
+def test_batch_is_one_engine_batch_with_the_serial_texts(chat, spy):
+    serial = [chat.invoke(prompt).content for prompt in PROMPTS]
+    spy.calls.clear()
+    batched = chat.batch(PROMPTS)
+    assert [message.content for message in batched] == serial
+    assert [call.batch_size for call in spy.calls] == [len(PROMPTS)]
+    assert len({message.usage_metadata["input_tokens"] for message in batched}) > 1
+
+
+async def test_abatch_is_one_engine_batch(chat, spy):
+    serial = [chat.invoke(prompt).content for prompt in PROMPTS]
+    spy.calls.clear()
+    batched = await chat.abatch(PROMPTS)
+    assert [message.content for message in batched] == serial
+    assert [call.batch_size for call in spy.calls] == [len(PROMPTS)]
+
+
+def test_max_batch_size_bounds_the_engine_batches(chat, spy):
+    small = chat.model_copy(update={"max_batch_size": 3})
+    small.batch([*PROMPTS, "One more."])
+    assert sorted(call.batch_size for call in spy.calls) == [2, 3]
+
+
+def test_concurrent_batches_of_mixed_principles_match_serial_calls(chat):
+    serial = {p: [chat.invoke(prompt, principle=p).content for prompt in PROMPTS] for p in PRINCIPLES}
+    assert len({tuple(texts) for texts in serial.values()}) == len(PRINCIPLES)  # principles do change the text
+
+    with ThreadPoolExecutor(len(PRINCIPLES)) as pool:
+        futures = {p: pool.submit(chat.bind(principle=p).batch, PROMPTS) for p in PRINCIPLES}
+        concurrent = {p: [message.content for message in future.result()] for p, future in futures.items()}
+    assert concurrent == serial
+
+    per_input = chat.configurable_fields(principle=ConfigurableField(id="principle"))
+    mixed = per_input.batch([PROMPTS[0]] * len(PRINCIPLES), [{"configurable": {"principle": p}} for p in PRINCIPLES])
+    assert [message.content for message in mixed] == [serial[p][0] for p in PRINCIPLES]
+
+
+def test_one_bad_input_fails_alone(chat):
+    results = chat.batch(["Hello", "word " * 400, "Name a colour."], return_exceptions=True)
+    assert isinstance(results[1], PromptTooLongError)
+    assert [results[0].content, results[2].content] == [
+        chat.invoke("Hello").content,
+        chat.invoke("Name a colour.").content,
+    ]
+
+
+def test_cached_inputs_are_not_decoded_again(tiny_model_dir, spy):
+    chat = ChatAlignedLLM(model=tiny_model_dir, device="cpu", max_tokens=6, cache=InMemoryCache())
+    first = chat.batch(PROMPTS)
+    decoded = len(spy.calls)
+    again = chat.batch(PROMPTS)
+    assert len(spy.calls) == decoded
+    assert [message.content for message in again] == [message.content for message in first]
+
+
+def test_batching_works_without_a_pad_token(tiny):
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir(), local_files_only=True)
+    tokenizer.pad_token = None
+    chat = ChatAlignedLLM(llm=AlignedLLM(tiny.model, tokenizer, name="no-pad"), max_tokens=6)
+    assert chat.llm.tokenizer.pad_token_id is None
+    assert [message.content for message in chat.batch(PROMPTS)] == [chat.invoke(prompt).content for prompt in PROMPTS]
