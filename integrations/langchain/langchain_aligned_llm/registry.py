@@ -14,8 +14,14 @@ from pathlib import Path
 from aligned_llm import AlignedLLM
 from aligned_llm.loading import BUNDLED_NAME
 
-_loaded: dict[tuple[str, tuple[tuple[str, str], ...]], AlignedLLM] = {}
-_loading = threading.Lock()
+_Key = tuple[str, tuple[tuple[str, str], ...]]
+_loaded: dict[_Key, AlignedLLM] = {}
+_loading: dict[_Key, threading.Lock] = {}
+_registry = threading.Lock()  # guards the two dicts only, never held while a model loads
+
+
+def _key(model: str, options: Mapping[str, str] | None) -> _Key:
+    return model, tuple(sorted(dict(options or {}).items()))
 
 
 def shared_llm(model: str, options: Mapping[str, str] | None = None) -> AlignedLLM:
@@ -24,22 +30,28 @@ def shared_llm(model: str, options: Mapping[str, str] | None = None) -> AlignedL
     ``options`` are ``AlignedLLM.from_pretrained`` keywords (``device``, ``dtype``,
     ``adapter``, ``reference``, ``reward_model``). ``"SmolLM2-135M-Instruct"`` is the bundled
     model unless a folder of that name exists. Only a hub id that is not a local path can
-    reach the network.
+    reach the network. Concurrent first calls load it once.
     """
-    options = dict(options or {})
-    key = (model, tuple(sorted(options.items())))
-    with _loading:
-        llm = _loaded.get(key)
-        if llm is None:
-            if model == BUNDLED_NAME and not Path(model).exists():
-                llm = AlignedLLM.default(**options)
-            else:
-                llm = AlignedLLM.from_pretrained(model, **options)
+    key = _key(model, options)
+    with _registry:
+        if key in _loaded:
+            return _loaded[key]
+        loading = _loading.setdefault(key, threading.Lock())
+    with loading:
+        with _registry:
+            if key in _loaded:
+                return _loaded[key]
+        kwargs = dict(key[1])
+        if model == BUNDLED_NAME and not Path(model).exists():
+            llm = AlignedLLM.default(**kwargs)
+        else:
+            llm = AlignedLLM.from_pretrained(model, **kwargs)
+        with _registry:
             _loaded[key] = llm
         return llm
 
 
 def loaded_llm(model: str, options: Mapping[str, str] | None = None) -> AlignedLLM | None:
-    """The shared model if it is already loaded, without loading it."""
-    with _loading:
-        return _loaded.get((model, tuple(sorted(dict(options or {}).items()))))
+    """The shared model if it is already loaded, without loading it (or waiting for a load)."""
+    with _registry:
+        return _loaded.get(_key(model, options))

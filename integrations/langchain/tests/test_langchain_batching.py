@@ -8,6 +8,7 @@ import pytest
 from aligned_llm import AlignedLLM, PromptTooLongError
 from aligned_llm.loading import bundled_model_dir
 from langchain_core.caches import InMemoryCache
+from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import ConfigurableField
 from transformers import AutoTokenizer
 
@@ -37,6 +38,15 @@ async def test_abatch_is_one_engine_batch(chat, spy):
     batched = await chat.abatch(PROMPTS)
     assert [message.content for message in batched] == serial
     assert [call.batch_size for call in spy.calls] == [len(PROMPTS)]
+
+
+def test_a_chain_batch_reaches_the_model_as_one_engine_batch(chat, spy):
+    chain = ChatPromptTemplate.from_messages([("system", "Be kind."), ("human", "{question}")]) | chat
+    answers = chain.batch([{"question": prompt} for prompt in PROMPTS])
+    assert [call.batch_size for call in spy.calls] == [len(PROMPTS)]
+    conversations = [[{"role": "system", "content": "Be kind."}, {"role": "user", "content": p}] for p in PROMPTS]
+    assert sorted(map(repr, spy.calls[0].prompt)) == sorted(map(repr, conversations))
+    assert answers[1].content == chat.invoke([("system", "Be kind."), ("human", PROMPTS[1])]).content
 
 
 def test_max_batch_size_bounds_the_engine_batches(chat, spy):
