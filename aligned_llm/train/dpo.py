@@ -98,7 +98,7 @@ def train(args: argparse.Namespace) -> None:
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch_size,
         max_length=args.max_length,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         logging_steps=5,
         save_strategy="no",
         report_to=[],
@@ -173,10 +173,10 @@ def main() -> None:
     fit.add_argument("--pairs", required=True)
     fit.add_argument("--out", required=True)
     fit.add_argument("--beta", type=float, default=0.1)
-    fit.add_argument("--learning-rate", type=float, default=5e-4)
-    fit.add_argument("--epochs", type=float, default=2.0)
+    fit.add_argument("--learning-rate", type=float, default=1e-3)
+    fit.add_argument("--epochs", type=float, default=1.0)
     fit.add_argument("--batch-size", type=int, default=8)
-    fit.add_argument("--max-length", type=int, default=256)
+    fit.add_argument("--max-length", type=int, default=192)
     fit.add_argument("--seed", type=int, default=0)
     check = commands.add_parser("evaluate", help="words per answer before/after, on held-out prompts")
     check.add_argument("--adapter", default="bundled")
