@@ -167,6 +167,9 @@ class Engine:
         self.tokenizer = tokenizer
         self.stop_token_ids = frozenset(stop_token_ids)
         self.pad_token_id = pad_token_id
+        self.lock = threading.Lock()
+        """Held for each forward (never across a yield): peft's per-row adapter routing patches
+        modules for the duration of a call, so two forwards must not overlap."""
 
     def run(
         self,
@@ -248,8 +251,13 @@ class Engine:
             for name, positions in by_model.items()
         ]
 
-    @torch.inference_mode()
     def _prefill(
+        self, groups: list[_RowGroup], requests: Sequence[EngineRequest], method: DecodingMethod
+    ) -> tuple[torch.Tensor, State]:
+        with self.lock, torch.inference_mode():
+            return self._prefill_locked(groups, requests, method)
+
+    def _prefill_locked(
         self, groups: list[_RowGroup], requests: Sequence[EngineRequest], method: DecodingMethod
     ) -> tuple[torch.Tensor, State]:
         batch, row_count = len(requests), len(method.rows)
@@ -267,8 +275,11 @@ class Engine:
                 prompt_logits[:, group.row_positions] = mean.view(batch, group.rows_per_request, -1)
         return logits, method.initial_state(prompt_logits)
 
-    @torch.inference_mode()
     def _forward(self, groups: list[_RowGroup], tokens: torch.Tensor, row_count: int) -> torch.Tensor:
+        with self.lock, torch.inference_mode():
+            return self._forward_locked(groups, tokens, row_count)
+
+    def _forward_locked(self, groups: list[_RowGroup], tokens: torch.Tensor, row_count: int) -> torch.Tensor:
         if len(groups) == 1:
             return groups[0].step(tokens).view(tokens.shape[0], row_count, -1)
         logits: torch.Tensor | None = None

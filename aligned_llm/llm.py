@@ -45,9 +45,10 @@ class AlignedLLM:
     """A local causal LM that decodes with alignment methods (vanilla, OPAD, linear, …).
 
     Build it with :meth:`from_pretrained` or :meth:`default`, or wrap an already loaded model
-    and tokenizer. One instance is safe to share between threads: generations run one at a
-    time under a re-entrant lock (a thread may generate while it iterates a stream), and
-    :meth:`cancel` stops the one in progress.
+    and tokenizer. One instance is safe to share between threads: every model forward runs
+    under the instance's lock, so concurrent generations interleave step by step, each with
+    its own caches; a stream may be advanced from any thread, and a thread may generate while
+    it holds a half-read stream. :meth:`cancel` stops every generation in progress.
     """
 
     def __init__(
@@ -77,8 +78,7 @@ class AlignedLLM:
         self._engine = Engine(
             {key: value for key, value in models.items() if value is not None}, tokenizer, stop_ids, pad_id
         )
-        self._lock = threading.RLock()
-        self._running: threading.Event | None = None
+        self._running: set[threading.Event] = set()
 
     @classmethod
     def from_pretrained(
@@ -214,9 +214,8 @@ class AlignedLLM:
         return GenerationStream(lambda cancel: self._run(requests, decoding, decode_settings, trace, cancel))
 
     def cancel(self) -> None:
-        """Stop the generation in progress (if any) at the next step; it ends as ``"cancelled"``."""
-        running = self._running
-        if running is not None:
+        """Stop every generation in progress at its next step; each ends as ``"cancelled"``."""
+        for running in list(self._running):
             running.set()
 
     @property
@@ -284,15 +283,14 @@ class AlignedLLM:
         trace: bool,
         cancel: threading.Event | None = None,
     ) -> Iterator[StepEvent]:
-        """Run checked requests on the engine, one generation at a time per model."""
+        """Run checked requests on the engine, registered so that :meth:`cancel` reaches them."""
         cancel = cancel or threading.Event()
         sampling = Sampling(settings.temperature, settings.top_p)
-        with self._lock:
-            outer, self._running = self._running, cancel
-            try:
-                yield from self._engine.run(requests, decoding, sampling, trace=trace, cancel=cancel)
-            finally:
-                self._running = outer
+        self._running.add(cancel)
+        try:
+            yield from self._engine.run(requests, decoding, sampling, trace=trace, cancel=cancel)
+        finally:
+            self._running.discard(cancel)
 
 
 class GenerationStream(Iterator[str]):

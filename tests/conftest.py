@@ -46,13 +46,16 @@ def build_tiny_model(seed: int, vocab_size: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory, tokenizer) -> Path:
-    """A tiny random model saved with the SmolLM2 tokenizer, loadable like any local model."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    build_tiny_model(seed=0, vocab_size=len(tokenizer)).save_pretrained(folder)
+def save_tiny_model(folder: Path, seed: int, tokenizer) -> Path:
+    """A tiny random model saved with ``tokenizer``, loadable like any local model."""
+    build_tiny_model(seed=seed, vocab_size=len(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tokenizer) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), seed=0, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +92,4 @@ def tiny_adapter_dir(tmp_path_factory, tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def tiny_reference_dir(tmp_path_factory, tokenizer) -> Path:
     """A second tiny model (different weights, same tokenizer): the SFT side of a two-model pair."""
-    folder = tmp_path_factory.mktemp("tiny-reference")
-    build_tiny_model(seed=3, vocab_size=len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-reference"), seed=3, tokenizer=tokenizer)

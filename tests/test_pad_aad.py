@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from aligned_llm import AlignedLLM, DecodeSettings, InvalidSettingError, Vanilla
 from aligned_llm.prompts import normalize_prompts, render_profile
-from tests.conftest import build_tiny_model, save_tiny_lora
+from tests.conftest import build_tiny_model, save_tiny_lora, save_tiny_model
 from tests.reference import full_logits, greedy_aad, greedy_pad
 
 PROMPTS = [
@@ -70,9 +70,7 @@ def test_pad_beta_zero_is_vanilla_with_the_profile(tiny_llm):
 @pytest.fixture(scope="module")
 def persrm_dir(tmp_path_factory, tokenizer):
     """A separate tiny PersRM with an authors'-format value head (Linear(hidden, hidden))."""
-    folder = tmp_path_factory.mktemp("tiny-persrm")
-    build_tiny_model(seed=7, vocab_size=len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = save_tiny_model(tmp_path_factory.mktemp("tiny-persrm"), seed=7, tokenizer=tokenizer)
     torch.manual_seed(8)
     weight = torch.eye(64) + 0.3 * torch.randn(64, 64)
     save_file({"v_head.summary.weight": weight, "v_head.summary.bias": 0.1 * torch.randn(64)},

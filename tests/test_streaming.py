@@ -152,3 +152,28 @@ def test_generating_while_iterating_a_stream_on_the_same_thread(tiny_llm):
     inner = tiny_llm.generate("Hi", max_new_tokens=4)
     assert inner.token_ids == expected_inner.token_ids
     assert first + "".join(stream) == expected_outer.text
+
+
+def test_a_stream_can_be_advanced_from_several_threads(tiny_llm):
+    """Async frameworks advance a stream from executor threads; nothing may stay locked."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = tiny_llm.generate(PROMPT, max_new_tokens=8).text
+    stream = tiny_llm.stream(PROMPT, max_new_tokens=8)
+    deltas = []
+    for step in (lambda: [next(stream)], lambda: [next(stream)], lambda: list(stream)):
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            deltas += pool.submit(step).result()
+    assert "".join(deltas) == expected
+    assert tiny_llm.generate("Hi", max_new_tokens=2).output_tokens == 2, "the model must not stay locked"
+
+
+def test_concurrent_streams_interleave_and_match_serial_runs(tiny_llm):
+    prompts = [PROMPT, "Name a fruit."]
+    expected = [tiny_llm.generate(p, max_new_tokens=6).text for p in prompts]
+    first, second = (tiny_llm.stream(p, max_new_tokens=6) for p in prompts)
+    texts = ["", ""]
+    for _ in range(10):
+        for slot, stream in enumerate((first, second)):
+            texts[slot] += next(stream, "")
+    assert texts == expected
