@@ -68,6 +68,11 @@ def bundled_core() -> AlignedLLM:
     return AlignedLLM.default(device="cpu")
 
 
+@pytest.fixture(scope="session")
+def keyword_embedding() -> KeywordEmbedding:
+    return KeywordEmbedding()
+
+
 @pytest.fixture(autouse=True)
 def offline_settings():
     """LlamaIndex's global defaults reach for OpenAI: set them; restore them (and the tokenizer) after."""

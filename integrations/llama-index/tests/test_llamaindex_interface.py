@@ -209,3 +209,11 @@ def test_packed_prompts_fit_the_window_with_and_without_a_principle(tiny_core, e
     used = [event.response.raw["usage"]["prompt_tokens"] for event in events.of(LLMChatEndEvent)]
     assert len(used) == 2
     assert all(tiny_core.context_window - 40 < tokens + 16 <= tiny_core.context_window for tokens in used)
+
+
+async def test_async_query_engine_answers_like_the_sync_one(tiny_core):
+    index = VectorStoreIndex.from_documents([Document(text="Basalt forms when lava cools quickly.")])
+    llm = AlignedHF(tiny_core, max_new_tokens=8)
+    engine = index.as_query_engine(llm=llm, response_mode="simple_summarize")
+    question = "How does basalt form?"
+    assert str(await engine.aquery(question)) == str(engine.query(question))

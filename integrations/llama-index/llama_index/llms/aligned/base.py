@@ -20,13 +20,13 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
 )
-from llama_index.core.bridge.pydantic import ConfigDict, Field
+from llama_index.core.bridge.pydantic import ConfigDict, Field, ValidationError
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
 from llama_index.llms.aligned.messages import to_core_messages
 from llama_index.llms.aligned.responses import chat_chunks, chat_response, completion_chunks, completion_response
-from llama_index.llms.aligned.settings import SETTINGS, core_kwargs, merge_overrides, reserved_tokens
+from llama_index.llms.aligned.settings import SETTINGS, core_kwargs, merge_overrides, reserved_tokens, setting_error
 from llama_index.llms.aligned.threads import iterate_in_thread
 
 _CHECKED = frozenset(SETTINGS) | {"context_window"}
@@ -47,33 +47,30 @@ class AlignedHF(CustomLLM):
     model_config = ConfigDict(validate_assignment=True)
 
     core: AlignedLLM = Field(exclude=True, description="The loaded aligned-llm model; copies share it.")
-    method: str | DecodingMethod = Field(
-        default="vanilla", description="'vanilla', 'opad', 'linear', 'pad', 'aad', or a DecodingMethod."
-    )
-    principle: str | None = Field(default=None, description="The principle to follow (OPAD, linear, direct).")
-    profile: str | dict[str, float] | None = Field(
-        default=None, description="A user profile: text or {dimension: weight} (PAD)."
-    )
-    beta: float | None = Field(default=None, description="Guidance strength: OPAD's β (> 0) or PAD's reward weight.")
-    opad_window: str | int | None = Field(default=None, description="OPAD's reward window: 'reference', 'last', 1.")
-    rho: float | None = Field(default=None, description="Strength of the linear-alignment baseline (>= 0).")
-    k: int | None = Field(default=None, description="PAD's number of candidate tokens.")
-    pad_base: str | None = Field(default=None, description="PAD's base row.")
-    alpha: float | None = Field(default=None, description="AAD's candidate threshold, in (0, 1].")
-    max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, description="Most tokens to generate per answer.")
-    stop: str | tuple[str, ...] | None = Field(default=None, description="Strings that end the answer (cut from it).")
-    temperature: float | None = Field(default=None, description="0 is greedy (the default); > 0 samples.")
-    top_p: float | None = Field(default=None, description="Nucleus mass when sampling, in (0, 1].")
-    seed: int | None = Field(default=None, description="Seed for repeatable sampling.")
-    trace: bool = Field(default=False, description="Put the per-token trace in each response's raw['trace'].")
-    context_window: int | None = Field(
-        default=None, description="Cap on the context window LlamaIndex packs for; default: the model's."
-    )
+    method: str | DecodingMethod = Field("vanilla", description="vanilla, opad, linear, pad, aad or a DecodingMethod")
+    principle: str | None = Field(None, description="The principle to follow (opad, linear; vanilla: in the prompt)")
+    profile: str | dict[str, float] | None = Field(None, description="A user profile: text or {dimension: weight}")
+    beta: float | None = Field(None, strict=True, description="OPAD's strength β (> 0) or PAD's reward weight")
+    opad_window: str | int | None = Field(None, description="OPAD's reward window: 'reference', 'last' or 1")
+    rho: float | None = Field(None, strict=True, description="Strength of the linear-alignment baseline (>= 0)")
+    k: int | None = Field(None, strict=True, description="PAD's number of candidate tokens")
+    pad_base: str | None = Field(None, description="PAD's base row")
+    alpha: float | None = Field(None, strict=True, description="AAD's candidate threshold, in (0, 1]")
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, strict=True, description="Most tokens per answer")
+    stop: str | tuple[str, ...] | None = Field(None, description="Strings that end the answer (cut from it)")
+    temperature: float | None = Field(None, strict=True, description="0 is greedy (the default); > 0 samples")
+    top_p: float | None = Field(None, strict=True, description="Nucleus mass when sampling, in (0, 1]")
+    seed: int | None = Field(None, strict=True, description="Seed for repeatable sampling")
+    trace: bool = Field(False, strict=True, description="Put the per-token trace in each response's raw['trace']")
+    context_window: int | None = Field(None, strict=True, description="A cap on the model's context window")
 
     def __init__(self, core: AlignedLLM, **fields: Any) -> None:
         """Wrap a loaded ``AlignedLLM``; ``fields`` are settings and LlamaIndex LLM fields."""
-        super().__init__(core=core, **fields)
-        self._check(self.settings, self.context_window)
+        try:
+            super().__init__(core=core, **fields)
+        except ValidationError as error:
+            raise setting_error(error) from error
+        self._check()
 
     @classmethod
     def from_pretrained(
@@ -121,23 +118,23 @@ class AlignedHF(CustomLLM):
             super().__setattr__(name, value)
             return
         previous = getattr(self, name)
-        super().__setattr__(name, value)
         try:
-            self._check(self.settings, self.context_window)
+            super().__setattr__(name, value)
+        except ValidationError as error:
+            raise setting_error(error) from error
+        try:
+            self._check()
         except InvalidSettingError:
             super().__setattr__(name, previous)
             raise
 
-    def _check(self, settings: dict[str, Any], context_window: int | None) -> None:
-        reserved_tokens(self.core, settings)
-        if context_window is not None and (
-            isinstance(context_window, bool)
-            or not isinstance(context_window, int)
-            or not 0 < context_window <= self.core.context_window
-        ):
+    def _check(self) -> None:
+        """Ask the core about the settings (with this model) and bound the context-window cap."""
+        reserved_tokens(self.core, self.settings)
+        window = self.core.context_window
+        if self.context_window is not None and not 0 < self.context_window <= window:
             raise InvalidSettingError(
-                "context_window",
-                f"must be None or an integer in [1, {self.core.context_window}] (the model's), got {context_window!r}",
+                "context_window", f"must be None or in [1, {window}] (the model's), got {self.context_window!r}"
             )
 
     @property

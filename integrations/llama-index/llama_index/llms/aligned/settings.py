@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aligned_llm import AlignedLLM, DecodeSettings, InvalidSettingError
+from llama_index.core.bridge.pydantic import ValidationError
 
 DECODE_SETTINGS = (
     "method",
@@ -75,3 +76,10 @@ def reserved_tokens(core: AlignedLLM, settings: Mapping[str, Any]) -> int:
     rows = core.encode_rows(probe, DecodeSettings(**given))
     text_tokens = len(probe) * len(core.tokenizer.encode(_PROBE_TEXT, add_special_tokens=False))
     return max(len(ids) for ids in rows) - text_tokens
+
+
+def setting_error(error: ValidationError) -> InvalidSettingError:
+    """A field's type error from pydantic as the core's error, naming the setting."""
+    first = error.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "settings"
+    return InvalidSettingError(name, f"{first['msg']}, got {first.get('input')!r}")

@@ -1,0 +1,134 @@
+"""Settings of AlignedHF: checked everywhere, forwarded only when given, and per-query copies that never leak."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from aligned_llm import InvalidSettingError
+from llama_index.core import Document, VectorStoreIndex
+from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
+
+from llama_index.llms.aligned import AlignedHF
+
+PROMPT = "Say something about tea."
+BAD_VALUES = [
+    ("temperature", -1.0),
+    ("top_p", 2.0),
+    ("max_new_tokens", 0),
+    ("method", "nope"),
+    ("seed", -3),
+    ("stop", [""]),
+    ("trace", "yes"),
+    ("beta", "2"),
+    ("k", 2.5),
+    ("principle", 3),
+    ("context_window", 10**9),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_VALUES)
+def test_bad_values_raise_on_construction_naming_the_setting(tiny_core, name, value):
+    with pytest.raises(InvalidSettingError) as error:
+        AlignedHF(tiny_core, **{name: value})
+    assert error.value.parameter == name
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_VALUES)
+def test_bad_values_raise_on_assignment_and_keep_the_old_value(tiny, name, value):
+    before = getattr(tiny, name)
+    with pytest.raises(InvalidSettingError) as error:
+        setattr(tiny, name, value)
+    assert error.value.parameter == name
+    assert getattr(tiny, name) == before
+
+
+def test_combinations_are_checked_too(tiny):
+    with pytest.raises(InvalidSettingError) as error:
+        tiny.method = "opad"
+    assert error.value.parameter == "principle", "OPAD contrasts with and without a principle"
+    tiny.principle = "Be kind."
+    tiny.method = "opad"
+    with pytest.raises(InvalidSettingError) as error:
+        tiny.beta = -1.0
+    assert error.value.parameter == "beta" and tiny.beta is None
+    with pytest.raises(InvalidSettingError, match="principle"):
+        tiny.with_settings(principle=None)
+
+
+def test_per_call_values_and_names_are_checked_before_decoding(tiny):
+    with pytest.raises(InvalidSettingError) as error:
+        tiny.complete(PROMPT, top_p=0)
+    assert error.value.parameter == "top_p"
+    with pytest.raises(InvalidSettingError, match="not a setting") as error:
+        tiny.chat([], principel="typo")
+    assert error.value.parameter == "principel"
+    with pytest.raises(InvalidSettingError, match="cannot be changed"):
+        tiny.with_settings(core=None)
+
+
+def test_assignment_coerces_like_construction(tiny):
+    tiny.stop = ["END", "STOP"]
+    assert tiny.stop == ("END", "STOP")
+    assert AlignedHF(tiny.core, stop=["END", "STOP"]).stop == tiny.stop
+    tiny.beta = 2
+    assert tiny.beta == 2.0 and isinstance(tiny.beta, float)
+
+
+def test_only_given_settings_reach_the_core(tiny):
+    assert tiny.complete(PROMPT).raw["settings"] == {"method": "vanilla", "max_new_tokens": 8}
+    sampled = tiny.with_settings(temperature=0.7, seed=3, top_p=0.9)
+    assert sampled.complete(PROMPT).raw["settings"] == {
+        "method": "vanilla", "max_new_tokens": 8, "temperature": 0.7, "seed": 3, "top_p": 0.9,
+    }  # fmt: skip
+    assert sampled.complete(PROMPT).text == sampled.complete(PROMPT).text, "seeded sampling repeats"
+
+
+def test_copies_share_the_model_and_not_the_settings(tiny):
+    polite = tiny.with_settings(method="opad", principle="Be polite.")
+    blunt = polite.with_settings(principle="Be blunt.", beta=2.0, stop=["."])
+    assert polite.core is tiny.core is blunt.core
+    assert polite.callback_manager is tiny.callback_manager
+    blunt.beta = 4.0
+    polite.principle = "Be very polite."
+    assert (tiny.method, tiny.principle, tiny.beta, tiny.stop) == ("vanilla", None, None, None)
+    assert (polite.principle, polite.beta, polite.stop) == ("Be very polite.", None, None)
+    assert (blunt.principle, blunt.beta, blunt.stop) == ("Be blunt.", 4.0, (".",))
+    assert tiny.to_payload()["settings"] == {"method": "vanilla", "max_new_tokens": 8, "trace": False}
+
+
+def test_copies_decode_with_their_own_settings_side_by_side(tiny):
+    """Two configured copies used from two threads at once: each response shows its own settings."""
+    copies = {
+        "plain": tiny,
+        "brief": tiny.with_settings(method="opad", principle="Be brief.", trace=True),
+        "formal": tiny.with_settings(method="opad", principle="Be formal and precise.", beta=3.0, trace=True),
+    }
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        responses = dict(zip(copies, pool.map(lambda llm: llm.complete(PROMPT), copies.values()), strict=True))
+    assert responses["plain"].raw["settings"] == {"method": "vanilla", "max_new_tokens": 8}
+    assert responses["brief"].raw["settings"]["principle"] == "Be brief."
+    assert responses["formal"].raw["settings"]["principle"] == "Be formal and precise."
+    assert responses["formal"].raw["settings"]["beta"] == 3.0 and "beta" not in responses["brief"].raw["settings"]
+    assert set(responses["brief"].raw["trace"][0].logprobs) == {"constrained", "unconstrained"}
+    assert "trace" not in responses["plain"].raw
+    prompt_tokens = {name: response.raw["usage"]["prompt_tokens"] for name, response in responses.items()}
+    assert prompt_tokens["plain"] < prompt_tokens["brief"] < prompt_tokens["formal"], "each principle in its prompt"
+
+
+def test_per_query_engines_keep_their_own_principles(tiny, events):
+    """Query engines pass no kwargs: copies configure them, and each query runs with its own copy."""
+    index = VectorStoreIndex.from_documents([Document(text="Green tea is steamed; black tea is oxidised.")])
+    users = {"ana": "Answer in Spanish.", "bo": "Answer like a pirate."}
+    engines = {
+        user: index.as_query_engine(llm=tiny.with_settings(principle=p), response_mode="simple_summarize")
+        for user, p in users.items()
+    }
+    order = ["ana", "bo", "ana", "bo"]
+    for user in order:
+        engines[user].query("How is black tea made?")
+    starts = events.of(LLMChatStartEvent)
+    ends = events.of(LLMChatEndEvent)
+    assert [event.model_dict["settings"].get("principle") for event in starts] == [users[u] for u in order]
+    assert [event.response.raw["settings"].get("principle") for event in ends] == [users[u] for u in order]
+    assert tiny.principle is None
