@@ -60,3 +60,33 @@ def test_first_use_converts_the_gguf_once_into_the_cache(monkeypatch, tmp_path, 
     ids = torch.tensor([bundled_llm.tokenizer("The moon is")["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(converted.model(ids).logits, bundled_llm.model(ids).logits)
+
+
+@pytest.fixture(scope="module")
+def bundled_pair():
+    return AlignedLLM.default(adapter="bundled", device="cpu")
+
+
+def test_bundled_adapter_is_small_and_documented():
+    from aligned_llm.loading import BUNDLED_ADAPTER
+
+    weights = BUNDLED_ADAPTER / "adapter_model.safetensors"
+    assert weights.stat().st_size < 4 * 1024 * 1024
+    record = json.loads((BUNDLED_ADAPTER / "training_config.json").read_text())
+    assert record["data"]["pairs"] > 0 and record["lora"]["r"] == 8
+
+
+def test_aad_on_the_bundled_pair_moves_the_metric_against_greedy_sft(bundled_pair):
+    """The adapter was trained towards brevity (docs/aad.md): AAD must answer shorter than SFT."""
+    from aligned_llm import Vanilla
+
+    prompts = [
+        "What are the names of some famous actors that started their careers on Broadway?",
+        "How do I make a cup of tea?",
+        "What are the benefits of exercise?",
+        "Explain how a rainbow forms.",
+    ]
+    sft = bundled_pair.generate(prompts, method=Vanilla(adapter="__base__"), max_new_tokens=80)
+    aad = bundled_pair.generate(prompts, method="aad", alpha=0.1, max_new_tokens=80)
+    assert _words(aad) < 0.75 * _words(sft)
+    assert all(r.text.strip() for r in aad)

@@ -164,7 +164,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     pairs = commands.add_parser("pairs", help="OPAD-vs-direct preference pairs as JSONL")
     pairs.add_argument("--out", required=True)
-    pairs.add_argument("--limit", type=int, default=400)
+    pairs.add_argument("--limit", type=int, default=192)
     pairs.add_argument("--max-new-tokens", type=int, default=96)
     pairs.add_argument("--batch-size", type=int, default=8)
     pairs.add_argument("--dtype", default="bfloat16")
