@@ -278,16 +278,18 @@ def main() -> None:
                          "vs_generate": result["tokens_per_s"] / results[GENERATE]["tokens_per_s"],
                          "vs_vanilla": result["tokens_per_s"] / results[VANILLA]["tokens_per_s"]})  # fmt: skip
         print(markdown([row for row in rows if row["batch"] == batch]), flush=True)
+        if args.out:  # after every batch size, so a run cut short keeps what it measured
+            write(Path(args.out), header, args, rows, llm)
+    print(f"{header}\n\n{markdown(rows)}")
+
+
+def write(out: Path, header: str, args: argparse.Namespace, rows: list[dict[str, object]], llm: AlignedLLM) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
-    print(f"{header}\n\n{table}")
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"header": header, "new_tokens": args.new_tokens, "repeats": args.repeats}
-        out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
-        out.with_suffix(".md").write_text(f"`{header}`, {args.new_tokens} new tokens per prompt\n\n{table}")
-        plot(rows, f"{llm.name}, {llm.device.type}, {str(llm.model.dtype).removeprefix('torch.')}",
-             out.with_suffix(".png"))  # fmt: skip
+    meta = {"header": header, "new_tokens": args.new_tokens, "repeats": args.repeats}
+    out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(f"`{header}`, {args.new_tokens} new tokens per prompt\n\n{table}")
+    plot(rows, f"{llm.name}, {llm.device.type}, {str(llm.model.dtype).removeprefix('torch.')}", out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
