@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from aligned_llm.errors import (
     AlignedLLMError,
     InvalidSettingError,
@@ -15,7 +17,18 @@ from aligned_llm.methods import OPAD, DecodingMethod, LinearAlignment, RowSpec, 
 from aligned_llm.result import GenerationResult, TokenTrace
 from aligned_llm.settings import DecodeSettings
 
+if TYPE_CHECKING:
+    from aligned_llm.token_view import signal_figure, token_html
+    from aligned_llm.widgets import TuningPanel
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "TuningPanel": "aligned_llm.widgets",
+    "signal_figure": "aligned_llm.token_view",
+    "token_html": "aligned_llm.token_view",
+}
+"""Notebook helpers, imported on first access so that ``import aligned_llm`` needs no widget packages."""
 
 __all__ = [
     "OPAD",
@@ -34,5 +47,19 @@ __all__ = [
     "RowSpec",
     "StepScores",
     "TokenTrace",
+    "TuningPanel",
     "Vanilla",
+    "signal_figure",
+    "token_html",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the notebook helpers (panel, token view) only when they are asked for."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'aligned_llm' has no attribute {name!r}")

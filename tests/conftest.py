@@ -93,3 +93,9 @@ def tiny_adapter_dir(tmp_path_factory, tokenizer) -> Path:
 def tiny_reference_dir(tmp_path_factory, tokenizer) -> Path:
     """A second tiny model (different weights, same tokenizer): the SFT side of a two-model pair."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-reference"), seed=3, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_llm(tiny_dir, tiny_adapter_dir) -> AlignedLLM:
+    """The tiny model with a LoRA "DPO" adapter: an AAD pair (adapter on = DPO, off = SFT)."""
+    return AlignedLLM.from_pretrained(tiny_dir, adapter=tiny_adapter_dir, device="cpu")
