@@ -10,9 +10,11 @@ tuning panel, on any ``GenerationResult`` that has a trace.
 
 from __future__ import annotations
 
+import functools
 import html
+import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from aligned_llm.errors import InvalidSettingError, MissingPackageError
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 ColourBy = Literal["signal", "kl"]
-Traced = GenerationResult | Sequence[TokenTrace]
+Traced = GenerationResult | Sequence[TokenTrace] | Sequence[Mapping[str, object]]
 
 SIGNAL_LABELS: dict[str, str] = {
     "vanilla": "signal (vanilla decoding moves nothing: 0)",
@@ -50,10 +52,11 @@ class TokenHTML(str):
 
 
 def _traces(traced: Traced) -> list[TokenTrace]:
+    """The TokenTraces of a result, or of a list of them or of their dicts (LangChain's metadata)."""
     trace = traced.trace if isinstance(traced, GenerationResult) else traced
     if trace is None:
         raise InvalidSettingError("trace", "this result has no trace: generate or stream with trace=True")
-    return list(trace)
+    return [TokenTrace(**token) if isinstance(token, Mapping) else token for token in trace]
 
 
 def _method_name(traced: Traced, method: str | None) -> str:
@@ -120,7 +123,8 @@ def _kl_label(traces: Sequence[TokenTrace]) -> str:
 def token_html(traced: Traced, *, by: ColourBy = "signal", method: str | None = None) -> TokenHTML:
     """The output as HTML, each token coloured by how far the method moved it, numbers on hover.
 
-    ``traced`` is a ``GenerationResult`` generated with ``trace=True`` (or its trace list,
+    ``traced`` is a ``GenerationResult`` generated with ``trace=True``, or its trace list
+    (``TokenTrace`` objects or their dicts, as LangChain's ``response_metadata["trace"]``;
     then name the ``method``). ``by="signal"`` colours by ``TokenTrace.signal``;
     ``by="kl"`` by the KL between the first two rows. The scale is centred at 0 and
     normalised to this output's largest magnitude, which the legend states.
@@ -166,25 +170,40 @@ def _tick_label(text: str) -> str:
     return (shown or "∅").replace("$", r"\$")
 
 
+@functools.cache
+def _figure_class() -> type[Figure]:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise MissingPackageError('the signal plot needs matplotlib: pip install "aligned-llm[widgets]"') from error
+
+    class SignalFigure(Figure):
+        """A Figure that a notebook shows as a PNG even when no matplotlib backend was set up for it."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png")
+            return buffer.getvalue()
+
+    return SignalFigure
+
+
 def signal_figure(traced: Traced, *, method: str | None = None, max_ticks: int = 64) -> Figure:
     """A matplotlib Figure of the signal along the sequence, and the KL between rows below it.
 
     The first axes plots ``TokenTrace.signal`` per token (with the zero line); when the
     trace has a KL (two rows or more) a second axes plots it. Up to ``max_ticks`` tokens
     label the x axis. The figure is made without pyplot (no global state, any backend):
-    display it in a notebook, or ``fig.savefig("signal.png")``.
+    a notebook shows it as a PNG, or ``fig.savefig("signal.png")``.
     """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise MissingPackageError('the signal plot needs matplotlib: pip install "aligned-llm[widgets]"') from error
+    figure_class = _figure_class()
     traces = _traces(traced)
     name = _method_name(traced, method)
     positions = list(range(len(traces)))
     kls = [trace.kl for trace in traces]
     has_kl = any(kl is not None for kl in kls)
     width = min(16.0, max(6.0, 0.22 * len(traces)))
-    figure = Figure(figsize=(width, 4.6 if has_kl else 2.8), layout="constrained")
+    figure = figure_class(figsize=(width, 4.6 if has_kl else 2.8), layout="constrained")
     axes = figure.subplots(2 if has_kl else 1, 1, sharex=True, squeeze=False)[:, 0]
     signal_axes = axes[0]
     signal_axes.axhline(0.0, color="#999", linewidth=0.8)

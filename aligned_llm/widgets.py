@@ -88,8 +88,8 @@ class TuningPanel:
     widgets are attributes (``method``, ``beta``, ``rho``, ``k``, ``alpha``, ``temperature``,
     ``top_p``, ``max_new_tokens``, ``seed``, ``prompt``, ``principle``, ``profile``,
     ``generate_button``, ``stop_button``, …), so code can set them; :meth:`wait` joins the
-    worker; ``result``/``baseline_result`` hold the last run's results and ``state`` says how
-    it ended.
+    worker; ``result``/``baseline_result`` hold the last run's results, ``state`` says how it
+    ended and ``last_error`` holds the exception an ``"error"`` state shows.
     """
 
     def __init__(
@@ -113,6 +113,7 @@ class TuningPanel:
         self.state: PanelState = "idle"
         self.result: GenerationResult | None = None
         self.baseline_result: GenerationResult | None = None
+        self.last_error: BaseException | None = None
         self.thread: threading.Thread | None = None
         self._columns: list[_Column] = []
         self._lock = threading.Lock()
@@ -325,6 +326,7 @@ class TuningPanel:
         self.status.value = "error"
 
     def _show_error(self, error: BaseException | None) -> None:
+        self.last_error = error
         if error is None:
             self.error.value = ""
             self.error.layout.display = "none"

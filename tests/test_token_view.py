@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import itertools
@@ -13,7 +14,7 @@ import sys
 import matplotlib
 import pytest
 
-from aligned_llm import InvalidSettingError, MissingPackageError, TokenTrace, signal_figure, token_html
+from aligned_llm import InvalidSettingError, MissingPackageError, TokenTrace, signal_figure, token_html, token_view
 from aligned_llm.token_view import colour
 
 matplotlib.use("Agg")
@@ -105,9 +106,7 @@ def test_figure_plots_the_trace(traced):
         assert list(kl_line.get_ydata()) == [token.kl for token in traced.trace]
     ticks = [label.get_text() for label in figure.axes[-1].get_xticklabels()]
     assert len(ticks) == len(traced.trace)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    assert buffer.getvalue().startswith(b"\x89PNG")
+    assert figure._repr_png_().startswith(b"\x89PNG"), "notebooks show it without a matplotlib backend set up"
 
 
 def _token(text: str, signal: float, kl: float | None = 0.5) -> TokenTrace:
@@ -125,6 +124,12 @@ def test_token_text_is_escaped_and_whitespace_is_visible():
     titles = [title for _, _, title, _ in _spans(page)]
     assert titles[1].startswith("#1 '\"q\"'"), "quotes in the hover text are escaped, not cutting the attribute"
     assert len(_spans(page)) == 5
+
+
+def test_trace_dicts_render_like_traces(traced):
+    """LangChain's response_metadata["trace"] holds the traces as dicts."""
+    as_dicts = [dataclasses.asdict(token) for token in traced.trace]
+    assert token_html(as_dicts, method=traced.method) == token_html(traced)
 
 
 def test_dollar_signs_and_infinite_values_do_not_break_the_plot():
@@ -145,6 +150,7 @@ def test_a_result_without_trace_is_refused(tiny_llm):
 
 def test_missing_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setattr(token_view, "_figure_class", token_view._figure_class.__wrapped__)
     with pytest.raises(MissingPackageError, match=r'pip install "aligned-llm\[widgets\]"'):
         signal_figure([_token("a", 1.0)], method="opad")
 

@@ -178,12 +178,13 @@ def test_a_bad_value_shows_an_error_and_generates_nothing(tiny_llm, values, para
     assert panel.error.layout.display != "none"
     assert "InvalidSettingError" in panel.error.value or "PromptTooLongError" in panel.error.value
     assert f"{parameter}:" in panel.error.value
+    assert panel.last_error.parameter == parameter
     assert not panel.generate_button.disabled, "the panel stays usable"
     # fixing the value clears the error and runs
     panel.principle.value, panel.beta.value, panel.profile.value, panel.prompt.value = PRINCIPLE, 1.0, "A sailor.", "Hi"
     panel.generate_button.click()
     assert panel.wait(30) == "done"
-    assert panel.error.layout.display == "none" and panel.error.value == ""
+    assert panel.error.layout.display == "none" and panel.error.value == "" and panel.last_error is None
 
 
 def test_a_model_error_during_decoding_shows_in_the_panel(tiny_llm, monkeypatch):
