@@ -233,9 +233,12 @@ def plot(rows: list[dict[str, object]], title: str, path: Path) -> None:
         style = "--" if "authors" in name or "transformers" in name or name == GENERATE else "-"
         axis.plot(*zip(*points, strict=True), style, marker="o", label=name)
     axis.set(xlabel="batch size (prompts)", ylabel="tokens/s", title=title, xscale="log", yscale="log")
-    axis.set_xticks(sorted({int(row["batch"]) for row in rows}), labels=sorted({str(row["batch"]) for row in rows}))
+    batches = sorted({int(row["batch"]) for row in rows})
+    axis.set_xticks(batches, labels=[str(batch) for batch in batches])
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.grid(True, which="both", alpha=0.3)
     axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axis.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
