@@ -3,7 +3,8 @@
 A request expands into the rows its method needs (e.g. OPAD: the conversation with and
 without the principle). All rows of all requests that run on the same model go through ONE
 batched forward per step, left-padded with explicit position ids and a KV cache; rows that
-differ only by a LoRA adapter share that forward through peft's ``adapter_names``. The
+differ only by a LoRA adapter share that forward (a per-row gate on the adapter, or peft's
+``adapter_names`` where the gate does not apply; see ``lora_gate``). The
 method turns the rows' fp32 logits into one score per token, one token is chosen per request
 and appended to every row of it. Finished requests leave the batch.
 """
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aligned_llm.errors import NonFiniteLogitsError
+from aligned_llm.lora_gate import lora_gate
 from aligned_llm.methods.base import DecodingMethod, RowSpec, State
 from aligned_llm.result import FinishReason, GenerationResult, TokenTrace
 from aligned_llm.sampling import choose_tokens
@@ -79,19 +82,28 @@ class _RowGroup:
     def rows_per_request(self) -> int:
         return len(self.row_positions)
 
-    def _adapter_kwargs(self, requests: int) -> dict[str, object]:
-        """Per-row adapter names for peft models, always explicit.
+    @contextmanager
+    def _adapters(self, requests: int) -> Iterator[dict[str, object]]:
+        """Route each row to its adapter for one forward; yield the forward's extra kwargs.
 
         Rows that ask for none run the model as loaded: its ``default`` adapter if it has
-        one, else the base weights.
+        one, else the base weights. The per-row LoRA gate is used where it applies, else
+        peft's ``adapter_names``.
         """
         adapters = getattr(self.model, "peft_config", None)
         if adapters is None:
             if any(adapter is not None for adapter in self.adapters):
                 raise ValueError(f"rows ask for adapters {self.adapters} but the model has no peft adapters")
-            return {}
+            yield {}
+            return
         loaded = "default" if "default" in adapters else "__base__"
-        return {"adapter_names": [adapter or loaded for adapter in self.adapters] * requests}
+        row_adapters = [adapter or loaded for adapter in self.adapters] * requests
+        gate = lora_gate(self.model, row_adapters)
+        if gate is None:
+            yield {"adapter_names": row_adapters}
+            return
+        with gate.rows(row_adapters):
+            yield {}
 
     def prefill(
         self, prompts: list[Sequence[int]], pad_id: int, keep_all_logits: bool
@@ -109,14 +121,15 @@ class _RowGroup:
             mask[row, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        output = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=0 if keep_all_logits else 1,
-            **self._adapter_kwargs(len(prompts) // self.rows_per_request),
-        )
+        with self._adapters(len(prompts) // self.rows_per_request) as adapter_kwargs:
+            output = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=0 if keep_all_logits else 1,
+                **adapter_kwargs,
+            )
         self.cache = output.past_key_values
         self.attention_mask = mask
         self.next_positions = mask.sum(-1)
@@ -132,14 +145,15 @@ class _RowGroup:
         input_ids = tokens.repeat_interleave(self.rows_per_request).unsqueeze(-1)
         ones = torch.ones((input_ids.shape[0], 1), dtype=self.attention_mask.dtype, device=input_ids.device)
         self.attention_mask = torch.cat([self.attention_mask, ones], dim=-1)
-        output = self.model(
-            input_ids=input_ids,
-            attention_mask=self.attention_mask,
-            position_ids=self.next_positions.unsqueeze(-1),
-            past_key_values=self.cache,
-            use_cache=True,
-            **self._adapter_kwargs(tokens.shape[0]),
-        )
+        with self._adapters(tokens.shape[0]) as adapter_kwargs:
+            output = self.model(
+                input_ids=input_ids,
+                attention_mask=self.attention_mask,
+                position_ids=self.next_positions.unsqueeze(-1),
+                past_key_values=self.cache,
+                use_cache=True,
+                **adapter_kwargs,
+            )
         self.cache = output.past_key_values
         self.next_positions = self.next_positions + 1
         return output.logits[:, -1].float()

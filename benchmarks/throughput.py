@@ -17,7 +17,7 @@ Rows:
   second forward sequential) — the closest off-the-shelf two-context decoder;
 - PAD with the zero-shot PersRM (two contexts, one forward, k = 10) and its peer the PAD
   authors' loop (no KV cache, one prompt at a time, k = 10);
-- AAD on a LoRA pair (adapter on/off in one forward via peft ``adapter_names``; the LoRA is
+- AAD on a LoRA pair (adapter on/off in one forward, gated per row; the LoRA is
   random, which does not change the cost) and on a two-model pair (two forwards per step).
 
 Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident
