@@ -14,7 +14,7 @@ DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
 # integration packages (integrations/*/pyproject.toml), installed editable with their `test` extra
 INTEGRATIONS := $(patsubst %/pyproject.toml,%,$(wildcard integrations/*/pyproject.toml))
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-quality clean
 
 $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
+
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py --limit 20 --dtype bfloat16 --batch-size 20 --out docs/results/quality
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

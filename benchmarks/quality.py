@@ -19,8 +19,9 @@ does), ``pad-plain`` (the same reward, decoding from the row without the profile
 (the bundled DPO adapter pair; only on the word limit, the preference it was trained for).
 All greedy, library defaults otherwise.
 
-    python benchmarks/quality.py --limit 20 --dtype bfloat16            # a quick CPU run
-    python benchmarks/quality.py --limit 100 --out docs/results/quality  # the recorded run (GPU)
+    python benchmarks/quality.py --limit 3 --methods direct,opad         # a smoke run
+    python benchmarks/quality.py --limit 20 --dtype bfloat16 --batch-size 20 --out docs/results/quality
+                                                                          # the recorded run (CPU, `make bench-quality`)
 
 Prompts are sampled with ``--seed`` (the same sample for every method and principle, so the
 comparison is paired). Writes OUT.json (summary), OUT-samples.jsonl (every answer), OUT.md
