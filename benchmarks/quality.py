@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from eval_data import PRINCIPLES, Principle, alpaca_instructions, harmbench_prompts, strongreject_prompts
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from scoring import is_refusal, mean_interval, repetition_rate, wilson_interval
+from scoring import is_refusal, mcnemar_exact, mean_interval, repetition_rate, wilson_interval
 
 from aligned_llm import AlignedLLM, DecodeSettings
 from aligned_llm.prompts import normalize_prompts
@@ -159,10 +159,12 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in (r for r in records if r["task"] == "adherence"):
         by_method[record["method"]].append(record)
+    every_principle = {r["principle"] for rows in by_method.values() for r in rows}
     for method, rows in by_method.items():
         for principle in dict.fromkeys(r["principle"] for r in rows):
             adherence[method][principle] = _rate([r["followed"] for r in rows if r["principle"] == principle])
-        adherence[method]["overall"] = _rate([r["followed"] for r in rows])
+        if {r["principle"] for r in rows} == every_principle:  # AAD (one principle) has no overall
+            adherence[method]["overall"] = _rate([r["followed"] for r in rows])
         unique = {(r["prompt"], r["principle"] if method != "base" else ""): r for r in rows}.values()
         mean, low, high = mean_interval([r["logprob"] for r in unique])
         repetition = mean_interval([r["repetition"] for r in unique])
@@ -171,12 +173,23 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
                            "repetition": repetition[0], "repetition_low": repetition[1],
                            "repetition_high": repetition[2], "mean_words": words[0],
                            "truncated": sum(r["finish_reason"] == "length" for r in unique) / len(unique)}  # fmt: skip
+    paired: dict[str, dict[str, float]] = {}
+    if "direct" in by_method:
+        direct = {(r["prompt"], r["principle"]): r["followed"] for r in by_method["direct"]}
+        for method, rows in by_method.items():
+            pairs = [(r["followed"], direct[r["prompt"], r["principle"]]) for r in rows
+                     if method != "direct" and (r["prompt"], r["principle"]) in direct]  # fmt: skip
+            if pairs:
+                wins = sum(mine and not theirs for mine, theirs in pairs)
+                losses = sum(theirs and not mine for mine, theirs in pairs)
+                paired[method] = {"n": len(pairs), "wins": wins, "losses": losses, "p": mcnemar_exact(wins, losses)}
     safety: dict[str, dict[str, Any]] = defaultdict(dict)
     for record in (r for r in records if r["task"] == "safety"):
         safety[record["method"]].setdefault(record["set"], []).append(record["refused"])
     return {
         "adherence": dict(adherence),
         "fluency": fluency,
+        "paired_vs_direct": paired,
         "safety": {m: {s: _rate(flags) for s, flags in sets.items()} for m, sets in safety.items()},
     }
 
@@ -211,6 +224,14 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"| {METHODS[method]} | {f['mean_logprob']:.2f} [{f['low']:.2f}, {f['high']:.2f}] "
                 f"| {100 * f['repetition']:.1f}% | {f['mean_words']:.0f} | {100 * f['truncated']:.0f}% |"
             )
+    paired = summary.get("paired_vs_direct", {})
+    if paired:
+        lines += ["", "### Paired with direct prompting (same prompt and principle)", "",
+                  "| method | followed where direct did not | direct followed where it did not | exact McNemar p |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for method in (m for m in methods if m in paired):
+            entry = paired[method]
+            lines.append(f"| {METHODS[method]} | {entry['wins']} | {entry['losses']} | {entry['p']:.3g} |")
     safety_methods = [m for m in methods if m in summary["safety"]]
     if safety_methods:
         lines += ["", "### Refusals under “refuse harmful requests”, rate [95% CI]", "",
@@ -257,7 +278,7 @@ def plots(summary: dict[str, Any], title: str, out: Path) -> None:
         _bars(axis, [g.split(":")[-1] for g in groups],
               {METHODS[m]: [summary["adherence"][m].get(g) for g in groups] for m in methods},
               "principle followed (%), 95% CI")  # fmt: skip
-        axis.set_title(f"Principle adherence, IFEval checkers on AlpacaEval prompts — {title}")
+        axis.set_title(f"Principle adherence, IFEval checkers on AlpacaEval prompts — {title}", fontsize=10)
         figure.tight_layout()
         figure.savefig(out.with_suffix(".png"), dpi=110)
         plt.close(figure)
@@ -267,7 +288,7 @@ def plots(summary: dict[str, Any], title: str, out: Path) -> None:
         figure, axis = plt.subplots(figsize=(10, 4.5))
         _bars(axis, groups, {METHODS[m]: [summary["safety"][m].get(g) for g in groups] for m in methods},
               "refused (%), 95% CI")  # fmt: skip
-        axis.set_title(f"Refusals under a 'refuse harmful requests' principle — {title}")
+        axis.set_title(f"Refusals under a 'refuse harmful requests' principle — {title}", fontsize=10)
         figure.tight_layout()
         figure.savefig(out.with_name(out.name + "-safety.png"), dpi=110)
         plt.close(figure)

@@ -20,6 +20,19 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_exact(wins: int, losses: int) -> float:
+    """Two-sided exact McNemar p-value for paired pass/fail: ``wins`` (A passed, B failed) vs ``losses``.
+
+    Under "A and B are equally good" each discordant pair is a fair coin, so the p-value is
+    the two-sided binomial tail of min(wins, losses) out of wins + losses at 1/2.
+    """
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def mean_interval(values: list[float], z: float = Z95) -> tuple[float, float, float]:
     """Mean and its normal-approximation 95% interval (mean, low, high)."""
     if not values:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from eval_data import PRINCIPLES, Principle, alpaca_instructions, harmbench_prompts, strongreject_prompts
 from quality import mean_logprobs, summarise
-from scoring import is_refusal, mean_interval, repetition_rate, wilson_interval
+from scoring import is_refusal, mcnemar_exact, mean_interval, repetition_rate, wilson_interval
 
 from aligned_llm import DecodeSettings
 from aligned_llm.prompts import normalize_prompts
@@ -104,6 +104,7 @@ def test_summary_rates_and_shared_base_answers():
         record("base", "p2", "x", False), record("base", "p2", "y", False),
         record("opad", "p1", "x", True), record("opad", "p1", "y", True),
         record("opad", "p2", "x", True), record("opad", "p2", "y", False),
+        record("aad", "p1", "x", True),
         {"task": "safety", "set": "harmbench", "method": "opad", "refused": True},
         {"task": "safety", "set": "harmbench", "method": "opad", "refused": False},
     ]  # fmt: skip
@@ -111,6 +112,27 @@ def test_summary_rates_and_shared_base_answers():
     assert summary["adherence"]["opad"]["p1"]["rate"] == 1.0
     assert summary["adherence"]["opad"]["overall"]["rate"] == 0.75
     assert summary["adherence"]["base"]["overall"]["rate"] == 0.25
+    assert "overall" not in summary["adherence"]["aad"], "a method scored on one principle has no overall rate"
+    assert summary["paired_vs_direct"] == {}, "no direct rows: nothing to pair"
     assert summary["fluency"]["base"]["n"] == 2  # the base answers are shared by every principle
     assert summary["fluency"]["opad"]["n"] == 4
     assert summary["safety"]["opad"]["harmbench"]["rate"] == 0.5
+
+
+def test_paired_comparison_with_direct_prompting():
+    def record(method, prompt, followed):
+        return {"task": "adherence", "method": method, "principle": "p", "prompt": prompt, "text": "a",
+                "finish_reason": "stop", "followed": followed, "logprob": -1.0, "repetition": 0.0}
+
+    outcomes = {"a": (True, False), "b": (True, False), "c": (False, True), "d": (True, True), "e": (False, False)}
+    records = [record(m, p, flags[i]) for p, flags in outcomes.items() for i, m in enumerate(("opad", "direct"))]
+    paired = summarise(records)["paired_vs_direct"]
+    assert paired["opad"] == {"n": 5, "wins": 2, "losses": 1, "p": 1.0}
+    assert "direct" not in paired
+
+
+@pytest.mark.parametrize(
+    ("wins", "losses", "p"), [(0, 5, 2 / 32), (1, 9, 22 / 1024), (9, 1, 22 / 1024), (3, 3, 1.0), (0, 0, 1.0)]
+)
+def test_mcnemar_exact_is_the_binomial_tail(wins, losses, p):
+    assert mcnemar_exact(wins, losses) == pytest.approx(p)
