@@ -18,7 +18,9 @@ Rows:
 - PAD with the zero-shot PersRM (two contexts, one forward, k = 10) and its peer the PAD
   authors' loop (no KV cache, one prompt at a time, k = 10);
 - AAD on a LoRA pair (adapter on/off in one forward, gated per row; the LoRA is
-  random, which does not change the cost) and on a two-model pair (two forwards per step).
+  random, which does not change the cost), the same through peft's ``adapter_names`` routing
+  (its batch split per adapter, what the library did before the gate), and on a two-model pair
+  (two forwards per step).
 
 Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident
 set (VmHWM, reset per configuration through ``/proc/self/clear_refs``), which includes the
@@ -35,6 +37,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
 from reference_loops import cfg_generate, opad_reference_loop, pad_reference_loop
@@ -131,6 +134,16 @@ def _library(llm: AlignedLLM, prompts: list[str], new_tokens: int, **settings: o
     return run
 
 
+def _peft_routed(run: Run) -> Run:
+    """The same run with peft's per-adapter batch split (``adapter_names``) instead of the per-row LoRA gate."""
+
+    def routed() -> int:
+        with mock.patch("aligned_llm.engine.lora_gate", return_value=None):
+            return run()
+
+    return routed
+
+
 def _pairs(llm: AlignedLLM, prompts: list[str], **settings: object) -> list[tuple[list[int], list[int]]]:
     """(with guidance, without) token ids per prompt, as the library renders them."""
     return [(rows[0], rows[1]) for rows in _rows(llm, prompts, **settings)]
@@ -157,6 +170,9 @@ def configurations(
     if peers:
         configs["PAD authors' loop (no KV cache, k=10)"] = lambda: pad_reference_loop(llm.model, pad_pairs, new_tokens)
     configs["aligned-llm AAD (LoRA pair, 1 forward)"] = _library(pair, prompts, new_tokens, method="aad")
+    if peers:
+        routed = _peft_routed(_library(pair, prompts, new_tokens, method="aad"))
+        configs["AAD, LoRA pair via peft adapter_names"] = routed
     configs["aligned-llm AAD (two models)"] = _library(two_models, prompts, new_tokens, method="aad")
     return configs
 
