@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 from eval_data import PRINCIPLES, Principle, alpaca_instructions, harmbench_prompts, strongreject_prompts
+from reference_loops import left_pad
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scoring import is_refusal, mcnemar_exact, mean_interval, repetition_rate, wilson_interval
 
@@ -107,9 +108,7 @@ def mean_logprobs(llm: AlignedLLM, prompts: list[str], outputs: list[list[int]],
     for start in range(0, len(plain), batch_size):
         chunk = outputs[start : start + batch_size]
         sequences = [p + list(o) for p, o in zip(plain[start : start + batch_size], chunk, strict=True)]
-        width = max(map(len, sequences))
-        ids = torch.tensor([[0] * (width - len(s)) + s for s in sequences], device=llm.device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=llm.device)
+        ids, mask = left_pad(sequences, 0, llm.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = llm.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
         token_logprobs = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)

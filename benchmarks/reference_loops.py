@@ -59,7 +59,8 @@ def pad_reference_loop(
     return made
 
 
-def _left_pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows left-padded to one width with ``pad``, and their attention mask."""
     width = max(map(len, rows))
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
@@ -78,8 +79,8 @@ def cfg_generate(
 
     ``guidance_scale = 1 + ρ`` makes the score ``(1+ρ)·c − ρ·u`` of Linear Alignment with ρ = 2.
     """
-    ids, mask = _left_pad([c for c, _ in prompts], pad_token_id, model.device)
-    negative_ids, negative_mask = _left_pad([u for _, u in prompts], pad_token_id, model.device)
+    ids, mask = left_pad([c for c, _ in prompts], pad_token_id, model.device)
+    negative_ids, negative_mask = left_pad([u for _, u in prompts], pad_token_id, model.device)
     out = model.generate(
         input_ids=ids, attention_mask=mask, negative_prompt_ids=negative_ids,
         negative_prompt_attention_mask=negative_mask, guidance_scale=guidance_scale, do_sample=False,

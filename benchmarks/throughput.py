@@ -40,7 +40,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from reference_loops import cfg_generate, opad_reference_loop, pad_reference_loop
+from reference_loops import cfg_generate, left_pad, opad_reference_loop, pad_reference_loop
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from aligned_llm import AlignedLLM, DecodeSettings
@@ -104,11 +104,9 @@ def _rows(llm: AlignedLLM, prompts: list[str], **settings: object) -> list[list[
 
 
 def _hf_generate(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Run:
-    rows = [r[0] for r in _rows(llm, prompts)]
-    width = max(map(len, rows))
     pad = llm.tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=llm.device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=llm.device)
+    ids, mask = left_pad([r[0] for r in _rows(llm, prompts)], pad, llm.device)
+    width = ids.shape[1]
 
     def run() -> int:
         with torch.inference_mode():
