@@ -36,9 +36,12 @@ class LoraGate:
             module.register_forward_hook(self._scale)
 
     def _scale(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
-        if self.row_gate is None:
+        gate = self.row_gate
+        if gate is None:
             return output
-        return output * self.row_gate.to(device=output.device, dtype=output.dtype).view(-1, *[1] * (output.dim() - 1))
+        if gate.device != output.device or gate.dtype != output.dtype:
+            gate = self.row_gate = gate.to(device=output.device, dtype=output.dtype)  # once per forward, not per layer
+        return output * gate.view(-1, *[1] * (output.dim() - 1))
 
     @contextmanager
     def rows(self, row_adapters: Sequence[str]) -> Iterator[None]:
