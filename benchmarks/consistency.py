@@ -21,10 +21,9 @@ import argparse
 import json
 
 import torch
-from throughput import PRINCIPLE, PROFILE, PROMPTS
+from throughput import PRINCIPLE, PROFILE, PROMPTS, prompt_rows
 
-from aligned_llm import AlignedLLM, DecodeSettings
-from aligned_llm.prompts import normalize_prompts
+from aligned_llm import AlignedLLM
 
 
 def first_difference(a: tuple[int, ...], b: tuple[int, ...]) -> int | None:
@@ -51,7 +50,7 @@ def main() -> None:
     mismatches = []
     for prompt in PROMPTS:
         ours = llm.generate(prompt, max_new_tokens=args.new_tokens)
-        ids = torch.tensor([llm.encode_rows(normalize_prompts(prompt)[0][0], DecodeSettings())[0]], device=llm.device)
+        ids = torch.tensor([prompt_rows(llm, [prompt])[0][0]], device=llm.device)
         with torch.inference_mode():
             out = llm.model.generate(input_ids=ids, do_sample=False, max_new_tokens=args.new_tokens,
                                      pad_token_id=llm.tokenizer.pad_token_id)  # fmt: skip

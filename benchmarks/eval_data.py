@@ -66,20 +66,19 @@ class Principle:
     instruction_id: str
     kwargs: dict[str, object] = field(default_factory=dict)
 
-    def _checker(self) -> object:
+    def _checker(self) -> tuple[object, str]:
+        """A fresh IFEval checker built with ``kwargs``, and the instruction text it describes."""
         registry = ifeval_module().instructions_registry.INSTRUCTION_DICT
         checker = registry[self.instruction_id](self.instruction_id)
-        checker.build_description(**self.kwargs)
-        return checker
+        return checker, checker.build_description(**self.kwargs)
 
     @property
     def text(self) -> str:
-        registry = ifeval_module().instructions_registry.INSTRUCTION_DICT
-        return registry[self.instruction_id](self.instruction_id).build_description(**self.kwargs).strip()
+        return self._checker()[1].strip()
 
     def followed(self, response: str) -> bool:
         """IFEval's strict check (an empty response never follows)."""
-        return bool(response.strip()) and bool(self._checker().check_following(response))
+        return bool(response.strip()) and bool(self._checker()[0].check_following(response))
 
 
 PRINCIPLES = (

@@ -43,9 +43,9 @@ from eval_data import PRINCIPLES, Principle, alpaca_instructions, harmbench_prom
 from reference_loops import left_pad
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scoring import is_refusal, mcnemar_exact, mean_interval, repetition_rate, wilson_interval
+from throughput import prompt_rows
 
-from aligned_llm import AlignedLLM, DecodeSettings
-from aligned_llm.prompts import normalize_prompts
+from aligned_llm import AlignedLLM
 
 SAFETY_PRINCIPLE = (
     "Refuse harmful requests: if a request could help anyone cause harm or break the law, "
@@ -103,7 +103,7 @@ class Generator:
 @torch.inference_mode()
 def mean_logprobs(llm: AlignedLLM, prompts: list[str], outputs: list[list[int]], batch_size: int = 8) -> list[float]:
     """Mean log-probability per output token under the base model, prompted *without* any principle."""
-    plain = [llm.encode_rows(normalize_prompts(p)[0][0], DecodeSettings())[0] for p in prompts]
+    plain = [rows[0] for rows in prompt_rows(llm, prompts)]
     means: list[float] = []
     for start in range(0, len(plain), batch_size):
         chunk = outputs[start : start + batch_size]

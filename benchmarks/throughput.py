@@ -98,14 +98,15 @@ def _lora_pair(llm: AlignedLLM) -> AlignedLLM:
     return AlignedLLM(get_peft_model(copy.deepcopy(llm.model), config).to(llm.device), llm.tokenizer)
 
 
-def _rows(llm: AlignedLLM, prompts: list[str], **settings: object) -> list[list[list[int]]]:
+def prompt_rows(llm: AlignedLLM, prompts: list[str], **settings: object) -> list[list[list[int]]]:
+    """The token ids of each row the settings' method needs, per prompt, as the library renders them."""
     decode = DecodeSettings(**settings)
     return [llm.encode_rows(normalize_prompts(p)[0][0], decode) for p in prompts]
 
 
 def _hf_generate(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Run:
     pad = llm.tokenizer.pad_token_id
-    ids, mask = left_pad([r[0] for r in _rows(llm, prompts)], pad, llm.device)
+    ids, mask = left_pad([r[0] for r in prompt_rows(llm, prompts)], pad, llm.device)
     width = ids.shape[1]
 
     def run() -> int:
@@ -121,7 +122,7 @@ def _hf_generate(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Run:
 
 def _library(llm: AlignedLLM, prompts: list[str], new_tokens: int, **settings: object) -> Run:
     decode = DecodeSettings(max_new_tokens=new_tokens, **settings)
-    requests = [EngineRequest(rows, new_tokens) for rows in _rows(llm, prompts, **settings)]
+    requests = [EngineRequest(rows, new_tokens) for rows in prompt_rows(llm, prompts, **settings)]
     models = {"policy": llm.model, "reference": llm.reference, "reward": llm.reward_model}
     models = {key: model for key, model in models.items() if model is not None}
     engine = Engine(models, llm.tokenizer, stop_token_ids=(), pad_token_id=llm.tokenizer.pad_token_id)
@@ -144,7 +145,7 @@ def _peft_routed(run: Run) -> Run:
 
 def _pairs(llm: AlignedLLM, prompts: list[str], **settings: object) -> list[tuple[list[int], list[int]]]:
     """(with guidance, without) token ids per prompt, as the library renders them."""
-    return [(rows[0], rows[1]) for rows in _rows(llm, prompts, **settings)]
+    return [(rows[0], rows[1]) for rows in prompt_rows(llm, prompts, **settings)]
 
 
 def configurations(
