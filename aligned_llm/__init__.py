@@ -13,9 +13,12 @@ from aligned_llm.errors import (
     PromptTooLongError,
 )
 from aligned_llm.llm import AlignedLLM, GenerationStream
-from aligned_llm.methods import OPAD, DecodingMethod, LinearAlignment, RowSpec, StepScores, Vanilla
+from aligned_llm.methods import AAD, OPAD, PAD, DecodingMethod, LinearAlignment, RowSpec, StepScores, Vanilla
+from aligned_llm.parameters import Parameter
+from aligned_llm.registry import method_class, register_method, registered_methods
 from aligned_llm.result import GenerationResult, TokenTrace
-from aligned_llm.settings import DecodeSettings
+from aligned_llm.settings import DecodeSettings, setting_names
+from aligned_llm.setup import ModelSetup
 
 if TYPE_CHECKING:
     from aligned_llm.token_view import signal_figure, token_html
@@ -31,7 +34,9 @@ _LAZY = {
 """Notebook helpers, imported on first access so that ``import aligned_llm`` needs no widget packages."""
 
 __all__ = [
+    "AAD",
     "OPAD",
+    "PAD",
     "AlignedLLM",
     "AlignedLLMError",
     "DecodeSettings",
@@ -42,13 +47,19 @@ __all__ = [
     "LinearAlignment",
     "MissingPackageError",
     "ModelPathError",
+    "ModelSetup",
     "NonFiniteLogitsError",
+    "Parameter",
     "PromptTooLongError",
     "RowSpec",
     "StepScores",
     "TokenTrace",
     "TuningPanel",
     "Vanilla",
+    "method_class",
+    "register_method",
+    "registered_methods",
+    "setting_names",
     "signal_figure",
     "token_html",
 ]
