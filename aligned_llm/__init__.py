@@ -17,7 +17,7 @@ from aligned_llm.methods import AAD, OPAD, PAD, DecodingMethod, LinearAlignment,
 from aligned_llm.parameters import Parameter
 from aligned_llm.registry import method_class, register_method, registered_methods
 from aligned_llm.result import GenerationResult, TokenTrace
-from aligned_llm.settings import DecodeSettings, setting_names
+from aligned_llm.settings import DecodeSettings, check_setting, setting_names
 from aligned_llm.setup import ModelSetup
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ __all__ = [
     "TokenTrace",
     "TuningPanel",
     "Vanilla",
+    "check_setting",
     "method_class",
     "register_method",
     "registered_methods",

@@ -154,6 +154,11 @@ class AlignedLLM:
         return int(min(self.tokenizer.model_max_length, 2**31 - 1))
 
     @property
+    def stop_token_ids(self) -> frozenset[int]:
+        """Token ids that end a generation: EOS and the chat template's end-of-turn tokens."""
+        return self._engine.stop_token_ids
+
+    @property
     def setup(self) -> ModelSetup:
         """The models and adapters this instance holds, as methods see them when they build their rows."""
         return ModelSetup(
@@ -270,6 +275,10 @@ class AlignedLLM:
         decoding = decoding or self.method_for(settings)
         guided = self.chat_format.with_guidance(conversation, settings.principle, settings.profile)
         return [self.chat_format.encode(guided if row.guided else conversation) for row in decoding.rows]
+
+    def check(self, prompt: Prompt | Sequence[Prompt], **settings: Any) -> None:
+        """Everything :meth:`generate` checks before any model work (settings, method, prompts), without decoding."""
+        self._prepare(prompt, settings)
 
     def _prepare(self, prompt: Prompt | Sequence[Prompt], settings: Mapping[str, Any]) -> _Job:
         """Check the settings, build the method and render every prompt: all before any model work."""

@@ -18,12 +18,32 @@ from aligned_llm.methods import DecodingMethod
 from aligned_llm.registry import method_class, method_parameters
 from aligned_llm.setup import ModelSetup
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DecodeSettings", "Profile", "setting_names"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DecodeSettings", "Profile", "check_setting", "setting_names"]
 
 
 def setting_names() -> list[str]:
     """Every valid setting: ``method``, the common settings, then each registered method parameter."""
     return ["method", *(parameter.name for parameter in COMMON_PARAMETERS), *method_parameters()]
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """One setting on its own (e.g. an integration's field): the value to use, or an error naming it.
+
+    Unlike :class:`DecodeSettings`, nothing is checked across settings (a method's guidance may
+    still come per call).
+    """
+    if name == "method":
+        if isinstance(value, DecodingMethod):
+            return value
+        method_class(value)
+        return value
+    common = {parameter.name: parameter for parameter in COMMON_PARAMETERS}
+    if name in common:
+        return common[name].validate(value)
+    declared = method_parameters()
+    if name not in declared:
+        raise InvalidSettingError(name, f"is not a setting; the settings are {', '.join(setting_names())}")
+    return _validate_elsewhere(value, declared[name])
 
 
 class DecodeSettings(Mapping[str, Any]):

@@ -31,7 +31,7 @@ def _rows(llm, prompt, method, principle=PRINCIPLE):
 
 
 def _eos(llm):
-    return set(llm._engine.stop_token_ids)
+    return set(llm.stop_token_ids)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS[:2])

@@ -15,7 +15,7 @@ from aligned_llm import (
     NonFiniteLogitsError,
     PromptTooLongError,
 )
-from tests.conftest import TINY_CONTEXT_WINDOW, build_tiny_model
+from aligned_llm.testing import TINY_CONTEXT_WINDOW, build_tiny_model
 
 BAD_SETTINGS = [
     ({"method": "opad", "principle": "p", "beta": 0}, "beta"),

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aligned_llm import AlignedLLM
 from aligned_llm.loading import BUNDLED_NAME, bundled_model_dir
+from aligned_llm.testing import build_tiny_model
 from transformers import AutoTokenizer
 
 from langchain_aligned_llm.registry import shared_llm
-from tests.conftest import build_tiny_model
 
 
 @pytest.fixture(scope="session")

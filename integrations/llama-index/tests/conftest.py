@@ -10,6 +10,7 @@ import llama_index.core
 import pytest
 from aligned_llm import AlignedLLM
 from aligned_llm.loading import bundled_model_dir
+from aligned_llm.testing import build_tiny_model
 from llama_index.core import Settings
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field
@@ -19,7 +20,6 @@ from llama_index.core.instrumentation.events import BaseEvent
 from transformers import AutoTokenizer
 
 from llama_index.llms.aligned import AlignedHF
-from tests.conftest import build_tiny_model
 
 EMBED_DIM = 256
 _WORD = re.compile(r"[a-z]{3,}")

@@ -8,7 +8,7 @@ empty delta that carries ``raw`` (the totals are only known at the end).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import closing
 from typing import Any
 
@@ -63,8 +63,35 @@ def chat_chunks(stream: GenerationStream, model_name: str, settings: Mapping[str
     """Like :func:`completion_chunks`, as assistant messages."""
     with closing(completion_chunks(stream, model_name, settings)) as chunks:
         for chunk in chunks:
-            message = ChatMessage(role=MessageRole.ASSISTANT, content=chunk.text)
-            yield ChatResponse(message=message, delta=chunk.delta, raw=chunk.raw)
+            yield _as_chat(chunk)
+
+
+async def acompletion_chunks(
+    stream: GenerationStream, model_name: str, settings: Mapping[str, Any]
+) -> AsyncIterator[CompletionResponse]:
+    """:func:`completion_chunks` over the core's async stream (each step on a worker thread)."""
+    text = ""
+    try:
+        async for delta in stream:
+            text += delta
+            yield CompletionResponse(text=text, delta=delta)
+        yield CompletionResponse(text=text, delta="", raw=_final_raw(stream, model_name, settings))
+    finally:
+        stream.cancel()
+        stream.close()
+
+
+async def achat_chunks(
+    stream: GenerationStream, model_name: str, settings: Mapping[str, Any]
+) -> AsyncIterator[ChatResponse]:
+    """:func:`chat_chunks` over the core's async stream."""
+    async for chunk in acompletion_chunks(stream, model_name, settings):
+        yield _as_chat(chunk)
+
+
+def _as_chat(chunk: CompletionResponse) -> ChatResponse:
+    message = ChatMessage(role=MessageRole.ASSISTANT, content=chunk.text)
+    return ChatResponse(message=message, delta=chunk.delta, raw=chunk.raw)
 
 
 def _final_raw(stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
