@@ -7,6 +7,9 @@ tokenizer (any chat tokenizer; the suites use the bundled SmolLM2's) so prompts 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import torch
@@ -59,3 +62,27 @@ def save_tiny_lora(folder: str | Path, seed: int, vocab_size: int, random_weight
                     parameter.normal_(0, 0.3)
     peft_model.save_pretrained(folder)
     return folder
+
+
+class LoopTicks:
+    """How many times the event loop ran another task (see :func:`count_loop_ticks`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@asynccontextmanager
+async def count_loop_ticks() -> AsyncIterator[LoopTicks]:
+    """Count event-loop turns while the block runs: a blocked loop counts (almost) none."""
+    ticks = LoopTicks()
+
+    async def tick() -> None:
+        while True:
+            ticks.count += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(tick())
+    try:
+        yield ticks
+    finally:
+        task.cancel()

@@ -1,7 +1,7 @@
 """Independent re-computations of the spec formulas for the tests.
 
 Deliberately naive: every step re-runs each context from scratch in its own unbatched
-forward (no KV cache, no padding), then applies the formula of algorithms.md literally.
+forward (no KV cache, no padding), then applies the formula of docs/methods.md literally.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def greedy_vanilla(model, prompt: list[int], max_new_tokens: int, eos: set[int])
 def greedy_opad(
     model, constrained: list[int], unconstrained: list[int], beta: float, window, max_new_tokens: int, eos: set[int]
 ) -> list[int]:
-    """OPAD per algorithms.md §1, two separate forwards per step."""
+    """OPAD per docs/methods.md ("OPAD"), two separate forwards per step."""
     out: list[int] = []
     previous_c = previous_u = None
     for step in range(max_new_tokens):
@@ -85,7 +85,7 @@ def greedy_linear(
 
 
 def greedy_pad(base, reward, reference, beta: float, k: int, max_new_tokens: int, eos: set[int]) -> list[int]:
-    """PAD per algorithms.md §2. ``base``/``reward``/``reference``: callables from the
+    """PAD per docs/methods.md ("PAD"). ``base``/``reward``/``reference``: callables from the
     generated ids so far to that context's next-token logits, each its own forward."""
     out: list[int] = []
     for _ in range(max_new_tokens):
@@ -100,7 +100,7 @@ def greedy_pad(base, reward, reference, beta: float, k: int, max_new_tokens: int
 
 
 def greedy_aad(dpo, sft, alpha: float, max_new_tokens: int, eos: set[int]) -> list[int]:
-    """AAD per algorithms.md §3; ties in the advantage go to the likelier DPO token."""
+    """AAD per docs/methods.md ("AAD"); ties in the advantage go to the likelier DPO token."""
     import math
 
     out: list[int] = []

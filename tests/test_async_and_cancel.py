@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 import aligned_llm.engine as engine_module
+from aligned_llm.testing import count_loop_ticks
 
 PROMPT = "Tell me a story about a lighthouse keeper."
 PRINCIPLE = "Answer like a pirate."
@@ -24,18 +25,9 @@ async def test_async_stream_and_agenerate_equal_the_sync_calls(tiny_llm):
 
 
 async def test_agenerate_does_not_block_the_event_loop(tiny_llm):
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    await tiny_llm.agenerate(PROMPT, max_new_tokens=16)
-    task.cancel()
-    assert ticks > 16, "the loop must run between decoding steps"
+    async with count_loop_ticks() as ticks:
+        await tiny_llm.agenerate(PROMPT, max_new_tokens=16)
+    assert ticks.count > 16, "the loop must run between decoding steps"
 
 
 async def test_cancelling_the_awaiting_task_stops_decoding(tiny_llm):

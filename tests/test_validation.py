@@ -179,21 +179,19 @@ def test_overflowing_method_scores_raise_instead_of_garbage(tiny_llm, settings):
         tiny_llm.generate("Hello", max_new_tokens=4, **settings)
 
 
-def test_nan_logits_raise_before_sampling(tokenizer):
+@pytest.fixture()
+def nan_llm(tokenizer) -> AlignedLLM:
     model = build_tiny_model(seed=1, vocab_size=len(tokenizer))
     with torch.no_grad():
         model.model.norm.weight.fill_(math.nan)
-    llm = AlignedLLM(model, tokenizer)
+    return AlignedLLM(model, tokenizer)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"method": "opad", "principle": "p"}, {"temperature": 0.7, "seed": 1}],
+    ids=["greedy", "opad", "sampled-checked-before-sampling"],
+)
+def test_nan_logits_raise(nan_llm, settings):
     with pytest.raises(NonFiniteLogitsError, match="NaN or infinite logits"):
-        llm.generate("Hello", max_new_tokens=3, temperature=0.7, seed=1)
-
-
-def test_nan_logits_raise(tokenizer):
-    model = build_tiny_model(seed=1, vocab_size=len(tokenizer))
-    with torch.no_grad():
-        model.model.norm.weight.fill_(math.nan)
-    llm = AlignedLLM(model, tokenizer)
-    with pytest.raises(NonFiniteLogitsError, match="NaN or infinite"):
-        llm.generate("Hello", max_new_tokens=3)
-    with pytest.raises(NonFiniteLogitsError):
-        llm.generate("Hello", method="opad", principle="p", max_new_tokens=3)
+        nan_llm.generate("Hello", max_new_tokens=3, **settings)
