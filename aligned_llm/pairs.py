@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm.auto import tqdm
 
 from aligned_llm.errors import InvalidSettingError
+from aligned_llm.prompts import normalize_prompts
 from aligned_llm.settings import DecodeSettings
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def contrast_pairs(
         raise InvalidSettingError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
     if not prompts or not all(isinstance(prompt, str) and prompt.strip() for prompt in prompts):
         raise InvalidSettingError("prompts", "must be a non-empty list of non-empty strings")
+    normalize_prompts(list(prompts))
     for settings in (chosen, rejected):
         llm.method_for(DecodeSettings(**settings))
     return _decode_pairs(llm, prompts, chosen, rejected, batch_size, progress)
