@@ -14,25 +14,7 @@ from safetensors.torch import save_file
 
 from aligned_llm import AlignedLLM, InvalidSettingError, ModelLoadError, ModelPathError
 from tests.conftest import save_tiny_lora
-
-
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _garbage_bin(folder: Path) -> None:
-    (folder / "model.safetensors").unlink()
-    (folder / "pytorch_model.bin").write_bytes(b"\x80\x02garbage, not a checkpoint" * 40)
-
-
-MODEL_FAULTS = {
-    "empty safetensors": ("model.safetensors", lambda folder: (folder / "model.safetensors").write_bytes(b"")),
-    "truncated safetensors": ("model.safetensors", lambda folder: _truncate(folder / "model.safetensors")),
-    "garbage pytorch_model.bin": ("pytorch_model.bin", _garbage_bin),
-    "garbage config.json": ("config.json", lambda folder: (folder / "config.json").write_text("{model_type: llama")),
-    "garbage tokenizer.json": ("tokenizer.json", lambda folder: (folder / "tokenizer.json").write_text("[1, 2")),
-}
+from tests.faults import ADAPTER_FAULTS, MODEL_FAULTS, ask_to_run_code
 
 
 @pytest.fixture
@@ -54,27 +36,6 @@ def test_a_broken_model_file_is_named(model_copy, fault):
 @pytest.fixture
 def adapter_copy(tiny_adapter_dir, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_adapter_dir, tmp_path / "adapter"))
-
-
-ADAPTER_FAULTS = {
-    "garbage adapter_config.json": (
-        "adapter_config.json",
-        lambda folder: (folder / "adapter_config.json").write_text("not json at all"),
-    ),
-    "adapter_config.json not an object": (
-        "adapter_config.json",
-        lambda folder: (folder / "adapter_config.json").write_text("[1, 2, 3]"),
-    ),
-    "adapter_config.json without peft_type": (
-        "adapter_config.json",
-        lambda folder: (folder / "adapter_config.json").write_text('{"r": 8}'),
-    ),
-    "adapter without weights": ("", lambda folder: (folder / "adapter_model.safetensors").unlink()),
-    "truncated adapter weights": (
-        "adapter_model.safetensors",
-        lambda folder: _truncate(folder / "adapter_model.safetensors"),
-    ),
-}
 
 
 @pytest.mark.parametrize("fault", sorted(ADAPTER_FAULTS))
@@ -166,28 +127,9 @@ def test_cpu_zero_is_the_cpu(tiny_dir):
     assert AlignedLLM.from_pretrained(tiny_dir, device="cpu:0").device.type == "cpu"
 
 
-REMOTE_CODE = '''
-from pathlib import Path
-Path(__file__).with_name("code-ran").write_text("the folder's code ran")
-from transformers import PretrainedConfig
-class MysteryConfig(PretrainedConfig):
-    model_type = "mystery-lm"
-'''
-
-
 @pytest.fixture
 def remote_code_folder(model_copy) -> Path:
-    config = json.loads((model_copy / "config.json").read_text())
-    config.update(
-        model_type="mystery-lm",
-        auto_map={"AutoConfig": "configuration_mystery.MysteryConfig", "AutoModelForCausalLM": "modeling.Mystery"},
-    )
-    (model_copy / "config.json").write_text(json.dumps(config))
-    tokenizer_config = json.loads((model_copy / "tokenizer_config.json").read_text())
-    tokenizer_config["auto_map"] = {"AutoTokenizer": ["tokenization_mystery.MysteryTokenizer", None]}
-    (model_copy / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
-    for module in ("configuration_mystery.py", "modeling.py", "tokenization_mystery.py"):
-        (model_copy / module).write_text(REMOTE_CODE)
+    ask_to_run_code(model_copy)
     return model_copy
 
 
