@@ -41,13 +41,13 @@ def _flag(name: str) -> str:
 
 
 def _parse_with(*declarations: Parameter) -> Callable[[str], Any]:
-    """argparse's ``type=``: the registry's parsing (accepted by any method declaring the name), as usage errors."""
+    """argparse's ``type=``: text as the declared type (ranges are checked by the core, with one-line errors)."""
 
     def parse(text: str) -> Any:
         errors = []
         for parameter in declarations:
             try:
-                return parameter.parse(text)
+                return parameter.convert(text)
             except InvalidSettingError as error:
                 errors.append(str(error).split(": ", 1)[1])
         raise argparse.ArgumentTypeError(errors[0])
