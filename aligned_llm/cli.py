@@ -25,8 +25,12 @@ from aligned_llm.parameters import Parameter
 from aligned_llm.registry import method_parameters, registered_methods
 from aligned_llm.settings import DecodeSettings
 
-SETTING_FLAGS_SKIPPED = frozenset({"method", "trace"})
-"""Settings without a flag of their own: ``--method`` is per command, a trace is for notebooks."""
+SETTING_FLAGS_SKIPPED = frozenset(
+    {"method", "trace", "tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained",
+     "constrained_alignment"}
+)  # fmt: skip
+"""Settings without a flag of their own: ``--method`` is per command, a trace is for notebooks, and tools
+and response formats are structured values for code (Python, LangChain, LlamaIndex, the server)."""
 
 
 def compare_columns() -> dict[str, tuple[str, bool]]:

@@ -11,7 +11,7 @@ string, not with how many there are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -79,9 +79,19 @@ def _common_prefix_length(old: str, new: str) -> int:
 class TextAssembler:
     """Turns a growing list of token ids into text deltas, cutting at the first stop string."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop_strings: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        stop_strings: Sequence[str] = (),
+        protect: Callable[[str], str] | None = None,
+    ) -> None:
+        """Hold ``stop_strings``; ``protect(text)`` blanks what they must not cut (same length).
+
+        Protected are tool calls and structured answers, whose end the grammar decides.
+        """
         self._tokenizer = tokenizer
         self._stops = _StopTrie(stop_strings)
+        self._protect = protect
         self._ids: list[int] = []
         self._decoded = ""
         self.text = ""
@@ -93,12 +103,13 @@ class TextAssembler:
         if self.stopped_by is not None:
             return ""
         full = self._decode()
-        cut = self._first_stop(full)
+        searched = full if self._protect is None or not self._stops.longest else self._protect(full)
+        cut = self._first_stop(searched)
         if cut is not None:
             return self._emit(full[:cut])
         if full.endswith(_INCOMPLETE):
             return ""
-        return self._emit(full[: len(full) - self._stops.pending_suffix(full)])
+        return self._emit(full[: len(full) - self._stops.pending_suffix(searched)])
 
     def finish(self) -> str:
         """Flush what was held back once generation ends without a stop string."""
