@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from aligned_llm import GenerationStream
@@ -12,7 +12,7 @@ from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict
 
@@ -21,6 +21,9 @@ from langchain_aligned_llm.batching import BatchPlan, batch_plan, planned_result
 from langchain_aligned_llm.core_call import CoreCall
 from langchain_aligned_llm.messages import to_conversation
 from langchain_aligned_llm.params import AlignedLLMParams
+from langchain_aligned_llm.structured import structured_runnable
+from langchain_aligned_llm.tool_messages import ai_message, message_chunk
+from langchain_aligned_llm.tools import ToolLike, bind_kwargs, core_tool_kwargs
 
 
 class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
@@ -29,7 +32,8 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
     Pass a loaded ``AlignedLLM`` as ``llm``, or a ``model`` folder / hub id that is loaded on
     first use and shared (default: the bundled SmolLM2-135M-Instruct). Every decoding setting
     is a field and a per-call keyword: ``chat.invoke(messages, principle="Be brief.")``,
-    ``chat.bind(method="opad", beta=2.0)``. No tool calling, no structured output, text only.
+    ``chat.bind(method="opad", beta=2.0)``. Tool calls (``bind_tools``) and structured output
+    (``with_structured_output``) are grammar-constrained: valid by construction. Text only.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -56,8 +60,10 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
             audio_inputs=False,
             video_inputs=False,
             pdf_inputs=False,
-            tool_calling=False,
-            structured_output=False,
+            tool_calling=True,
+            tool_choice=True,
+            tool_call_streaming=True,
+            structured_output=True,
         )
         llm = self._loaded_llm()
         if llm is not None:
@@ -75,7 +81,7 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
         conversation = to_conversation(messages)
         result = planned_result(call, conversation) or call.llm.generate(conversation, **call.settings)
         metadata = call.metadata(result)
-        message = AIMessage(content=result.text, usage_metadata=call.usage(result), response_metadata=metadata)
+        message = ai_message(result, usage_metadata=call.usage(result), response_metadata=metadata)
         return ChatResult(
             generations=[ChatGeneration(message=message, generation_info=metadata)],
             llm_output={"model_name": call.llm.name},
@@ -112,6 +118,47 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
     ) -> tuple[CoreCall, GenerationStream]:
         call = self._core_call(stop, kwargs)
         return call, call.llm.stream(to_conversation(messages), **call.settings)
+
+    # --- tool calling and structured output: translation in tools.py, tool_messages.py, structured.py ---
+
+    def bind_tools(
+        self,
+        tools: Sequence[ToolLike],
+        *,
+        tool_choice: str | bool | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (LangChain tools, pydantic classes, functions, TypedDicts, dicts): valid calls by construction.
+
+        ``tool_choice``: ``"auto"`` (default), ``"none"``, ``"any"``/``"required"`` (at least one
+        call), a tool's name, ``True`` (the only tool) or an OpenAI-style dict.
+        ``parallel_tool_calls=False`` allows one call per answer. ``kwargs`` (settings such as
+        ``principle``) are bound too.
+        """
+        return self.bind(**bind_kwargs(tools, tool_choice, parallel_tool_calls), **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Mapping[str, Any] | type | None = None,
+        *,
+        method: str = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """A runnable returning validated objects of ``schema`` (pydantic instance or dict); see ``structured``.
+
+        ``method``: ``"json_schema"`` (default; the core's ``response_format``),
+        ``"function_calling"`` (a required call of the schema as a tool) or ``"json_mode"``.
+        ``include_raw=True`` returns ``{"raw", "parsed", "parsing_error"}``.
+        """
+        return structured_runnable(self, schema, method=method, include_raw=include_raw, strict=strict, **kwargs)
+
+    def _core_call(self, stop: list[str] | str | None, overrides: Mapping[str, Any]) -> CoreCall:
+        """The settings' core call plus the per-call tools, tool choice and response format."""
+        call = super()._core_call(stop, overrides)
+        return CoreCall(call.llm, {**call.settings, **core_tool_kwargs(overrides)})
 
     def batch(
         self,
@@ -162,8 +209,8 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
 def _chunks(call: CoreCall, stream: GenerationStream) -> Iterator[ChatGenerationChunk]:
     """Text deltas as chunks, then a last chunk with the usage and metadata; the stream is closed at the end."""
     try:
-        for delta in stream:
-            yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
+        for delta in stream.deltas():
+            yield ChatGenerationChunk(message=message_chunk(delta))
         result = stream.result
         if result is None:
             raise RuntimeError("the stream ended without a result")

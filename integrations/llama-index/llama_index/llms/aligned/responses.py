@@ -9,11 +9,12 @@ empty delta that carries ``raw`` (the totals are only known at the end).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import closing
 from typing import Any
 
 from aligned_llm import GenerationResult, GenerationStream
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole
+from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
+
+from llama_index.llms.aligned.tools import PartialCalls, assistant_message, result_calls
 
 
 def result_raw(result: GenerationResult, model_name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,8 +41,8 @@ def completion_response(result: GenerationResult, model_name: str, settings: Map
 
 
 def chat_response(result: GenerationResult, model_name: str, settings: Mapping[str, Any]) -> ChatResponse:
-    """A finished generation as the assistant's chat message."""
-    message = ChatMessage(role=MessageRole.ASSISTANT, content=result.text)
+    """A finished generation as the assistant's chat message, with its tool calls."""
+    message = assistant_message(result.text, result_calls(result))
     return ChatResponse(message=message, raw=result_raw(result, model_name, settings))
 
 
@@ -60,11 +61,22 @@ def completion_chunks(
 
 
 def chat_chunks(stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> Iterator[ChatResponse]:
-    """Like :func:`completion_chunks`, as assistant messages."""
-    with closing(completion_chunks(stream, model_name, settings)) as chunks:
-        for chunk in chunks:
-            message = ChatMessage(role=MessageRole.ASSISTANT, content=chunk.text)
-            yield ChatResponse(message=message, delta=chunk.delta, raw=chunk.raw)
+    """Like :func:`completion_chunks`, as assistant messages with the tool calls so far (arguments as partial JSON).
+
+    The last message is the finished result's: tool-call arguments parsed, ids final.
+    """
+    text, calls = "", PartialCalls()
+    try:
+        for delta in stream.deltas():
+            text += delta.text
+            calls.add(delta.tool_calls)
+            yield ChatResponse(message=assistant_message(text, calls.so_far()), delta=delta.text)
+        result = stream.result
+        final = (text, calls.so_far()) if result is None else (result.text, result_calls(result))
+        message = assistant_message(*final)
+        yield ChatResponse(message=message, delta="", raw=_final_raw(stream, model_name, settings))
+    finally:
+        stream.close()
 
 
 def _final_raw(stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
