@@ -1,15 +1,14 @@
 """Tool calls between LangChain messages and the core's OpenAI-style messages and results, both ways.
 
 In: an ``AIMessage``'s ``tool_calls`` become the assistant message's ``tool_calls`` (arguments as
-JSON text) and a ``ToolMessage`` becomes a ``{"role": "tool", "tool_call_id", "content"}``
-message, so an agent's history renders through the chat template. Out: a result's tool calls
-become ``AIMessage.tool_calls`` and a stream's tool-call deltas become ``tool_call_chunks``
-(the fragments of one call share its ``index``; LangChain joins them).
+a dict; an invalid call's as the text it had) and a ``ToolMessage`` becomes a ``{"role": "tool",
+"tool_call_id", "content"}`` message, so an agent's history renders through the chat template.
+Out: a result's tool calls become ``AIMessage.tool_calls`` and a stream's tool-call deltas
+become ``tool_call_chunks`` (the fragments of one call share its ``index``; LangChain joins them).
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
@@ -25,7 +24,7 @@ TOOL_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "tool_call_chunk", "inval
 def tool_fields(message: BaseMessage) -> dict[str, Any]:
     """What the core needs besides role and text: an AI message's calls, a tool message's call id and name."""
     if isinstance(message, AIMessage):
-        calls = [_call(c["id"], c["name"], json.dumps(c["args"])) for c in message.tool_calls]
+        calls = [_call(c["id"], c["name"], c["args"]) for c in message.tool_calls]
         calls += [_call(c["id"], c["name"], c["args"]) for c in message.invalid_tool_calls]
         return {"tool_calls": calls} if calls else {}
     if isinstance(message, ToolMessage):
@@ -36,7 +35,7 @@ def tool_fields(message: BaseMessage) -> dict[str, Any]:
     return {}
 
 
-def _call(call_id: str | None, name: str | None, arguments: str | None) -> dict[str, Any]:
+def _call(call_id: str | None, name: str | None, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
     return {"id": call_id or "", "type": "function", "function": {"name": name or "", "arguments": arguments or ""}}
 
 

@@ -3,8 +3,9 @@
 No mocks: the frameworks' own agents drive ``ChatAlignedLLM``. The 135M model is weak, so the
 tests assert what must hold (a valid call of the right tool, the tool ran, a final answer
 without calls), not wording. Left to ``tool_choice="auto"`` it answers from memory instead
-of opening a call, so each agent requires a call until the tool has answered (as
-docs/langchain.md shows); the grammar then makes that call valid.
+of opening a call, and allowed parallel calls it repeats its call until ``max_tokens``, so
+each agent requires one call until the tool has answered (as docs/langchain.md shows); the
+grammar then makes that call valid.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def get_weather(city: str) -> str:
 
 @pytest.fixture
 def chat(bundled) -> ChatAlignedLLM:
-    return ChatAlignedLLM(llm=bundled, max_tokens=32)
+    return ChatAlignedLLM(llm=bundled, max_tokens=48)
 
 
 def tool_answered(messages: list) -> bool:
@@ -54,8 +55,11 @@ def tool_answered(messages: list) -> bool:
 
 @wrap_model_call
 def call_a_tool_first(request, handler):
-    """Require a tool call until a tool has answered; then the model chooses (and answers)."""
-    return handler(request if tool_answered(request.messages) else request.override(tool_choice="any"))
+    """Require one tool call until a tool has answered; then the model chooses (and answers)."""
+    if tool_answered(request.messages):
+        return handler(request)
+    one_call = {**request.model_settings, "parallel_tool_calls": False}
+    return handler(request.override(tool_choice="any", model_settings=one_call))
 
 
 def assert_called_the_tool_then_answered(messages: list) -> None:
@@ -101,7 +105,7 @@ def test_a_principle_reaches_every_model_call_through_middleware(chat):
 def test_langgraph_prebuilt_react_agent(chat):
     def model(state, runtime):
         choice = "auto" if tool_answered(state["messages"]) else "get_weather"
-        return chat.bind_tools([get_weather], tool_choice=choice)
+        return chat.bind_tools([get_weather], tool_choice=choice, parallel_tool_calls=False)
 
     agent = create_react_agent(model, tools=[get_weather], prompt=SYSTEM)
     state = agent.invoke({"messages": [HumanMessage(QUESTION)]})
@@ -113,9 +117,9 @@ def test_create_agent_with_a_response_format_returns_the_object(chat):
         city: str
         summary: str
 
-    agent = create_agent(
-        chat, tools=[get_weather], system_prompt=SYSTEM, response_format=Report, middleware=[call_a_tool_first]
-    )
+    agent = create_agent(chat, tools=[get_weather], system_prompt=SYSTEM, response_format=Report)
     state = agent.invoke({"messages": [HumanMessage(QUESTION)]})
-    assert isinstance(state["messages"][2], ToolMessage)
     assert isinstance(state["structured_response"], Report)
+    final = state["messages"][-1]
+    assert final.tool_calls == []
+    assert Report.model_validate_json(final.content) == state["structured_response"]

@@ -7,7 +7,6 @@ It never closes a free string either, so string arguments are bounded (``maxLeng
 
 from __future__ import annotations
 
-import json
 from typing import TypedDict
 
 import pytest
@@ -201,7 +200,7 @@ def test_an_agent_history_reaches_the_core_as_openai_messages(chat, tools_spy):
             "role": "assistant",
             "content": "Let me add.",
             "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}
+                {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}
             ],
         },
         {"role": "tool", "content": "3", "tool_call_id": "call_1", "name": "add"},
@@ -217,7 +216,7 @@ def test_the_models_own_tool_calls_round_trip_through_a_history(chat, tools_spy)
     sent = tools_spy.calls[-1]
     assert sent.settings["tool_choice"] == "none"
     assert sent.prompt[1]["tool_calls"][0]["id"] == call["id"]
-    assert json.loads(sent.prompt[1]["tool_calls"][0]["function"]["arguments"]) == call["args"]
+    assert sent.prompt[1]["tool_calls"][0]["function"]["arguments"] == call["args"]
     assert sent.prompt[2] == {"role": "tool", "content": "5", "tool_call_id": call["id"]}
 
 

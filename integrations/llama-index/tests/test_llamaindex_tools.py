@@ -149,7 +149,7 @@ async def test_async_with_tools_matches_sync(llm):
     assert llm.get_tool_calls_from_response(chunks[-1])
 
 
-def openai_call(call_id: str, arguments: str) -> dict:
+def openai_call(call_id: str, arguments: str | dict) -> dict:
     return {"id": call_id, "type": "function", "function": {"name": "add", "arguments": arguments}}
 
 
@@ -176,13 +176,13 @@ def test_an_agent_history_reaches_the_core_as_openai_messages(llm, core_calls):
         {
             "role": "assistant",
             "content": "Adding.",
-            "tool_calls": [openai_call("call_1", '{"a": 1, "b": 2}')],
+            "tool_calls": [openai_call("call_1", {"a": 1, "b": 2})],
         },
         {"role": "tool", "content": "3", "tool_call_id": "call_1", "name": "add"},
         {
             "role": "assistant",
             "content": "",
-            "tool_calls": [openai_call("call_2", '{"a": 3, "b": 4}')],
+            "tool_calls": [openai_call("call_2", {"a": 3, "b": 4})],
         },
         {"role": "tool", "content": "7", "tool_call_id": "call_2"},
     ]

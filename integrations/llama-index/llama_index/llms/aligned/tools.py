@@ -164,7 +164,7 @@ def _arguments(block: ToolCallBlock) -> dict[str, Any]:
 
 
 def core_tool_fields(message: ChatMessage) -> dict[str, Any]:
-    """An assistant message's tool calls, or a tool message's call id and name, for the core.
+    """An assistant message's tool calls (arguments as dicts), or a tool message's call id and name, for the core.
 
     Calls come from ``ToolCallBlock``s, or else from OpenAI-style ``additional_kwargs["tool_calls"]``
     (dicts or OpenAI client objects), as other LlamaIndex LLMs leave them in chat memory.
@@ -181,7 +181,18 @@ def core_tool_fields(message: ChatMessage) -> dict[str, Any]:
         calls = [(block.tool_call_id or "", block.tool_name, block.tool_kwargs) for block in blocks]
     else:
         calls = [_openai_call(call) for call in message.additional_kwargs.get("tool_calls") or []]
-    return {"tool_calls": openai_tool_calls(calls)} if calls else {}
+    return {"tool_calls": [_core_call(*call) for call in calls]} if calls else {}
+
+
+def _core_call(call_id: str, name: str, arguments: dict[str, Any] | str) -> dict[str, Any]:
+    """One call for the core: arguments as a dict when they parse, else as the text they are."""
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError:
+            parsed = None
+        arguments = parsed if isinstance(parsed, dict) else arguments
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def _openai_call(call: Any) -> Call:
