@@ -17,8 +17,16 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 ToolLike = Mapping[str, Any] | type | Callable[..., Any] | BaseTool
 
-CORE_TOOL_KWARGS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
-"""Per-call keywords passed to the core as they are (``None`` = not given)."""
+CORE_TOOL_KWARGS = (
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "constrained",
+    "constrained_alignment",
+)
+"""Per-call keywords passed to the core as they are (``None`` = not given): the tools and format, whether
+the grammar constrains them, and what the method does inside a call or JSON answer (docs/tools.md)."""
 
 _CHOICE_WORDS = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
 

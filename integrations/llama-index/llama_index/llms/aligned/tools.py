@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from aligned_llm import GenerationResult, ToolCallDelta
     from llama_index.core.tools.types import BaseTool
 
-TOOL_KWARGS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
-"""Per-call keywords of ``chat``/``stream_chat`` that go to the core as they are (``None``: not given)."""
+TOOL_KWARGS = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained", "constrained_alignment")
+"""Per-call keywords of ``chat``/``stream_chat`` that go to the core as they are (``None``: not given): the
+tools and format, whether the grammar constrains them, what the method does inside them (docs/tools.md)."""
 
 _CHOICE_WORDS = ("auto", "none", "required")
 
