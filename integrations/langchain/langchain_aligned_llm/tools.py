@@ -2,8 +2,9 @@
 
 Tools, tool choice and response format are per-call keywords (as for hosted chat models), so
 ``bind_tools`` is ``bind(tools=..., tool_choice=...)`` after translation, and they reach the
-core's ``generate``/``stream`` as they are. Bad input is refused here, at bind time, naming
-the parameter; the core checks the rest (schemas its grammar engine cannot compile).
+core's ``generate``/``stream`` as they are. What cannot be translated is refused here, at bind
+time, naming the parameter; the core checks the rest when called, before decoding (repeated
+tool names, which LangChain's own tests bind; schemas its grammar engine cannot compile).
 """
 
 from __future__ import annotations
@@ -44,10 +45,6 @@ def openai_tools(tools: Sequence[ToolLike]) -> list[dict[str, Any]]:
                 f"tools[{index}]", f"only function tools can be bound (a local model has no built-in tools): {spec!r}"
             )
         specs.append(spec)
-    names = [spec["function"]["name"] for spec in specs]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise InvalidSettingError("tools", f"tool names must be unique; repeated: {', '.join(duplicates)}")
     return specs
 
 

@@ -110,17 +110,23 @@ def test_true_forces_the_only_tool_or_any_tool(chat):
     [
         ([add], "subtract", "tool_choice"),
         ([add], 3, "tool_choice"),
-        ([add, ADD_SPEC], None, "tools"),
         ([{"type": "web_search"}], None, "tools[0]"),
         ([], "any", "tool_choice"),
     ],
-    ids=["unknown-tool", "bad-choice", "duplicate-names", "not-a-function", "required-without-tools"],
+    ids=["unknown-tool", "bad-choice", "not-a-function", "required-without-tools"],
 )
 def test_bad_tools_and_choices_are_refused_at_bind_time(chat, tools_spy, tools, choice, parameter):
     with pytest.raises(InvalidSettingError) as error:
         chat.bind_tools(tools, tool_choice=choice)
     assert error.value.parameter == parameter
     assert tools_spy.calls == []
+
+
+def test_repeated_tool_names_are_refused_by_the_core_before_decoding(chat):
+    with pytest.raises(InvalidSettingError) as error:
+        chat.bind_tools([add, ADD_SPEC]).invoke("Add 2 and 3.")
+    assert error.value.parameter == "tools"
+    assert "add" in str(error.value)
 
 
 def test_no_tools_binds_nothing_so_agents_without_tools_still_work(chat):
