@@ -7,6 +7,8 @@ import sys
 
 import bfcl
 import pytest
+import scoring
+import tools
 from bfcl import (
     CATEGORIES,
     FLOAT_HINT,
@@ -209,3 +211,66 @@ def test_bfcl_checker_loads_offline_without_leaving_its_stand_in():
     assert module.__file__.endswith("bfcl_eval/eval_checker/ast_eval/ast_checker.py")
     assert "bfcl_eval.constants.model_config" not in sys.modules
     assert not any(name.startswith("bfcl_eval.model_handler") for name in sys.modules)
+
+
+def _record(case, mode, calls, text=""):
+    return tools.score(case, mode, text, calls, "tool_calls" if calls else "stop")
+
+
+def test_score_separates_valid_calls_from_correct_ones():
+    case = next(c for c in load_category("simple_python") if c.id == "simple_python_0")
+    right = _record(case, "constrained", [("calculate_triangle_area", {"base": 10, "height": 5})])
+    wrong_value = _record(case, "constrained", [("calculate_triangle_area", {"base": 12, "height": 5})])
+    invalid = _record(case, "unconstrained", [("calculate_triangle_area", {"base": "ten"})])
+    prose = _record(case, "unconstrained", [], text="The area is 25.")
+    assert (right["called"], right["valid"], right["correct"]) == (True, True, True)
+    assert (wrong_value["called"], wrong_value["valid"], wrong_value["correct"]) == (True, True, False)
+    assert (invalid["called"], invalid["valid"], invalid["correct"]) == (True, False, False)
+    assert len(invalid["errors"]) == 1
+    assert (prose["called"], prose["valid"], prose["correct"]) == (False, False, False)
+
+
+def test_summary_rates_use_wilson_intervals_and_count_violations_under_the_grammar_only():
+    case = next(c for c in load_category("simple_python") if c.id == "simple_python_0")
+    irrelevant = load_category("irrelevance")[0]
+    good = [("calculate_triangle_area", {"base": 10, "height": 5})]
+    bad = [("calculate_triangle_area", {"base": "ten", "height": 5})]
+    records = (
+        [_record(case, "constrained", good)] * 3 + [_record(case, "constrained", bad)]
+        + [_record(case, "unconstrained", bad)] * 2
+        + [_record(irrelevant, "constrained", [], text="I cannot do that with these tools.")] * 2
+    )  # fmt: skip
+    summary = tools.summarise(records)
+    simple = summary["rates"]["constrained"]["simple_python"]
+    assert simple["valid"]["n"] == 4 and simple["valid"]["rate"] == 0.75
+    assert (simple["valid"]["low"], simple["valid"]["high"]) == scoring.wilson_interval(3, 4)
+    assert summary["rates"]["unconstrained"]["simple_python"]["valid"]["rate"] == 0.0
+    assert summary["rates"]["constrained"]["irrelevance"]["correct"]["rate"] == 1.0
+    assert summary["rates"]["constrained"]["irrelevance"]["called"]["rate"] == 0.0
+    schema = summary["schema"]
+    assert (schema["constrained_answers"], schema["constrained_calls"]) == (6, 4)
+    assert [v["mode"] for v in schema["violations"]] == ["constrained"]  # the unconstrained ones are not violations
+    table = tools.markdown(summary, {"header": "model=x", "cases": 4, "seed": 0, "max_new_tokens": 8,
+                                     "principle": tools.PRINCIPLE, "seconds": 1.0})  # fmt: skip
+    assert "Schema violations under the grammar: **1** in 6 answers (4 calls)." in table
+    assert "| `simple_python` | 0% [0, 66] | 75% [30, 95] |" in table
+
+
+def test_tools_benchmark_reuses_the_shared_wilson_arithmetic():
+    assert tools.proportion is scoring.proportion
+    entry = scoring.proportion([True, False, False, False, False])
+    assert (entry["low"], entry["high"]) == scoring.wilson_interval(1, 5)
+
+
+def test_sampled_cases_are_the_same_for_every_call_and_per_category():
+    first = tools.sample_cases(["simple_python", "irrelevance"], 5, seed=3)
+    assert [c.id for c in first] == [c.id for c in tools.sample_cases(["simple_python", "irrelevance"], 5, seed=3)]
+    assert [c.category for c in first] == ["simple_python"] * 5 + ["irrelevance"] * 5
+    assert first != tools.sample_cases(["simple_python", "irrelevance"], 5, seed=4)
+
+
+def test_plot_writes_a_png(tmp_path):
+    case = load_category("simple_python")[0]
+    records = [_record(case, mode, reference_calls(case)) for mode in tools.MODES]
+    tools.plot(tools.summarise(records), "test", tmp_path / "tools.png")
+    assert (tmp_path / "tools.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
