@@ -14,7 +14,7 @@ from aligned_llm.errors import (
 )
 from aligned_llm.llm import AlignedLLM, GenerationStream
 from aligned_llm.methods import OPAD, DecodingMethod, LinearAlignment, RowSpec, StepScores, Vanilla
-from aligned_llm.result import GenerationResult, TokenTrace
+from aligned_llm.result import GenerationResult, StreamDelta, TokenTrace, ToolCall, ToolCallDelta
 from aligned_llm.settings import DecodeSettings
 
 if TYPE_CHECKING:
@@ -46,7 +46,10 @@ __all__ = [
     "PromptTooLongError",
     "RowSpec",
     "StepScores",
+    "StreamDelta",
     "TokenTrace",
+    "ToolCall",
+    "ToolCallDelta",
     "TuningPanel",
     "Vanilla",
     "signal_figure",

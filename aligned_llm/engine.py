@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from aligned_llm import constraints
+from aligned_llm.constraints import Constraint, ConstraintState
 from aligned_llm.errors import NonFiniteLogitsError
 from aligned_llm.lora_gate import lora_gate
 from aligned_llm.methods.base import DecodingMethod, RowSpec, State
-from aligned_llm.result import FinishReason, GenerationResult, TokenTrace
+from aligned_llm.result import FinishReason, GenerationResult, TokenTrace, ToolCallDelta
 from aligned_llm.sampling import choose_tokens
 from aligned_llm.streaming import TextAssembler
 
@@ -35,6 +37,8 @@ class EngineRequest:
     max_new_tokens: int
     stop_strings: Sequence[str] = ()
     seed: int | None = None
+    constraint: Constraint | None = None
+    """A grammar over the answer (tool calls, response format); see ``constraints``."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class StepEvent:
     delta: str
     generated_tokens: int
     result: GenerationResult | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    """Tool-call pieces decided at this step (set by ``tools.read_answers``; ``delta`` is then prose)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class _Progress:
     token_ids: list[int] = field(default_factory=list)
     trace: list[TokenTrace] | None = None
     finish_reason: FinishReason | None = None
+    constraint: ConstraintState | None = None
 
 
 class _RowGroup:
@@ -202,9 +209,12 @@ class Engine:
         progress = [
             _Progress(
                 request=request,
-                assembler=TextAssembler(self.tokenizer, request.stop_strings),
+                assembler=TextAssembler(
+                    self.tokenizer, request.stop_strings, protect=request.constraint and request.constraint.protect
+                ),
                 generator=None if request.seed is None else torch.Generator().manual_seed(request.seed),
                 trace=[] if trace else None,
+                constraint=request.constraint and request.constraint.start(),
             )
             for request in requests
         ]
@@ -233,7 +243,7 @@ class Engine:
                     item.finish_reason = "stop"
                 else:
                     delta = item.assembler.add(token)
-                    if item.assembler.stopped_by is not None:
+                    if item.assembler.stopped_by is not None or (item.constraint and item.constraint.finished):
                         item.finish_reason = "stop"
                     elif len(item.token_ids) >= item.request.max_new_tokens:
                         item.finish_reason = "length"
@@ -317,10 +327,13 @@ class Engine:
     ) -> tuple[torch.Tensor, State, list[TokenTrace] | None]:
         non_finite = ~torch.isfinite(logits).all()
         scores, signal, state, tie_break = method.score(logits, state, step)
+        grammars = [item.constraint for item in items]
+        scores, signal = constraints.constrain_scores(scores, signal, logits, grammars)
         generators = [item.generator for item in items] if any(item.generator for item in items) else None
         tokens = choose_tokens(
             scores, temperature=sampling.temperature, top_p=sampling.top_p, generators=generators, tie_break=tie_break
         )
+        constraints.advance(grammars, tokens)
         if bool(non_finite):
             raise NonFiniteLogitsError(
                 f"the model returned NaN or infinite logits at step {step}; "

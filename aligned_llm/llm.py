@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union, overload
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from aligned_llm.constraints import DEFAULT_CONSTRAINED_ALIGNMENT, Constraint, grammars_for
 from aligned_llm.engine import Engine, EngineRequest, Sampling, StepEvent
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
 from aligned_llm.loading import (
@@ -27,9 +28,10 @@ from aligned_llm.methods import DecodingMethod
 from aligned_llm.methods.aad import DPO_ADAPTER
 from aligned_llm.methods.pad import REWARD_ADAPTER
 from aligned_llm.prompts import ChatFormat, Conversation, Prompt, normalize_prompts
-from aligned_llm.result import GenerationResult
+from aligned_llm.result import GenerationResult, StreamDelta
 from aligned_llm.reward import attach_value_head, find_value_head
 from aligned_llm.settings import DEFAULT_MAX_NEW_TOKENS, DecodeSettings, Profile
+from aligned_llm.tools import AnswerReader, read_answers
 
 ModelSource = Union[str, os.PathLike[str], "AlignedLLM"]
 
@@ -174,6 +176,12 @@ class AlignedLLM:
         top_p: float = 1.0,
         seed: int | None = None,
         trace: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] = "auto",
+        parallel_tool_calls: bool = True,
+        response_format: Any = None,
+        constrained: bool = True,
+        constrained_alignment: str = DEFAULT_CONSTRAINED_ALIGNMENT,
     ) -> GenerationResult | list[GenerationResult]:
         """Decode a prompt (string or messages), or a list of prompts as ONE batch.
 
@@ -184,11 +192,20 @@ class AlignedLLM:
         ``DecodingMethod``. ``temperature=0`` is greedy; otherwise sampling with ``top_p`` and
         ``seed``. ``stop`` strings end the text and are cut from it. ``trace=True`` records
         per-token log-probs, scores and the method's signal.
+
+        Tool calling and structured output (docs/tools.md): ``tools`` (OpenAI function specs),
+        ``tool_choice`` (``"auto"``, ``"none"``, ``"required"`` or a tool name),
+        ``parallel_tool_calls``, ``response_format`` (``{"type": "json_object"}``, a
+        ``json_schema`` dict or a pydantic class); ``constrained=True`` makes every call and JSON
+        answer valid by grammar, ``constrained_alignment`` says whether the method steers inside
+        them (``"steer"``) or not (``"off"``). Calls land in ``result.tool_calls``, the parsed
+        answer in ``result.parsed``.
         """
         settings = DecodeSettings(
             method=method, principle=principle, profile=profile, beta=beta, opad_window=opad_window, rho=rho, k=k,
             pad_base=pad_base, alpha=alpha, max_new_tokens=max_new_tokens, stop=stop, temperature=temperature,
-            top_p=top_p, seed=seed,
+            top_p=top_p, seed=seed, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            response_format=response_format, constrained=constrained, constrained_alignment=constrained_alignment,
         )  # fmt: skip
         conversations, is_batch = normalize_prompts(prompt)
         decoding = self.method_for(settings)
@@ -202,7 +219,8 @@ class AlignedLLM:
         """Like :meth:`generate` for one prompt, yielding text deltas as they are decided.
 
         Their concatenation equals ``generate(...).text``; the finished
-        :class:`GenerationResult` is on ``.result`` once the iterator is exhausted.
+        :class:`GenerationResult` is on ``.result`` once the iterator is exhausted. With tools,
+        iterate ``.deltas()`` instead to receive the tool-call pieces too.
         """
         conversations, is_batch = normalize_prompts(prompt)
         if is_batch:
@@ -254,7 +272,8 @@ class AlignedLLM:
         """Token ids of each row the method needs for one conversation."""
         decoding = decoding or self.method_for(settings)
         guided = self.chat_format.with_guidance(conversation, settings.principle, settings.profile)
-        return [self.chat_format.encode(guided if row.guided else conversation) for row in decoding.rows]
+        tool_prompt = settings.output.prompt()
+        return [self.chat_format.encode(guided if row.guided else conversation, tool_prompt) for row in decoding.rows]
 
     def _requests(
         self, conversations: list[Conversation], settings: DecodeSettings, decoding: DecodingMethod
@@ -262,6 +281,7 @@ class AlignedLLM:
         """Render and check every prompt before any model work starts."""
         requests = []
         window = self.context_window
+        constraint = self._constraint(settings)
         for index, conversation in enumerate(conversations):
             rows = self.encode_rows(conversation, settings, decoding)
             longest = max(len(ids) for ids in rows)
@@ -272,8 +292,25 @@ class AlignedLLM:
                     f"is {longest} tokens and max_new_tokens is {settings.max_new_tokens}, but the model's context "
                     f"window is {window} tokens: shorten the prompt or lower max_new_tokens",
                 )
-            requests.append(EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed))
+            requests.append(EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed, constraint))
         return requests
+
+    def _constraint(self, settings: DecodeSettings) -> Constraint | None:
+        """The grammar of the settings' tools or response format (compiled once, cached)."""
+        spec = settings.output
+        if spec.is_free_text:
+            return None
+        if not settings.constrained:
+            return Constraint()
+        head = self.model.get_output_embeddings()
+        vocab_size = int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
+        grammars = grammars_for(self.tokenizer, vocab_size, sorted(self._engine.stop_token_ids))
+        return Constraint(
+            grammars.compile(spec),
+            whole=spec.response is not None,
+            alignment=settings.constrained_alignment,  # type: ignore[arg-type]
+            token_bytes=grammars.token_bytes,
+        )
 
     def _run(
         self,
@@ -288,7 +325,12 @@ class AlignedLLM:
         sampling = Sampling(settings.temperature, settings.top_p)
         self._running.add(cancel)
         try:
-            yield from self._engine.run(requests, decoding, sampling, trace=trace, cancel=cancel)
+            events = self._engine.run(requests, decoding, sampling, trace=trace, cancel=cancel)
+            spec = settings.output
+            if not spec.is_free_text:
+                calls, response = spec.calls_tools, spec.response
+                events = read_answers(events, lambda: AnswerReader(calls, response))
+            yield from events
         finally:
             self._running.discard(cancel)
 
@@ -310,6 +352,15 @@ class GenerationStream(Iterator[str]):
             if event.delta:
                 return event.delta
         raise StopIteration
+
+    def deltas(self) -> Iterator[StreamDelta]:
+        """Prose text and tool-call pieces as they are decided (use instead of iterating)."""
+        for event in self._events:
+            self.generated_tokens = event.generated_tokens
+            if event.result is not None:
+                self.result = event.result
+            if event.delta or event.tool_calls:
+                yield StreamDelta(event.delta, event.tool_calls)
 
     def cancel(self) -> None:
         """Stop this generation at the next step."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Union
+from dataclasses import dataclass, field
+from typing import Any, Union
 
+from aligned_llm.constraints import DEFAULT_CONSTRAINED_ALIGNMENT, OutputSpec, output_spec
 from aligned_llm.errors import InvalidSettingError
 from aligned_llm.methods import AAD, METHODS, OPAD, PAD, DecodingMethod, LinearAlignment, Vanilla
 from aligned_llm.methods.opad import OpadWindow
@@ -56,6 +57,11 @@ class DecodeSettings:
     reward weight (>= 0); ``opad_window`` configures OPAD, ``rho`` the linear baseline, ``k``
     and ``pad_base`` PAD, ``alpha`` AAD. ``principle`` and ``profile`` are the guidance
     rendered into the guided rows (both may be given).
+
+    Tool calling and structured output (docs/tools.md): ``tools``, ``tool_choice``,
+    ``parallel_tool_calls``, ``response_format``, ``constrained`` (grammar on or off) and
+    ``constrained_alignment`` (what the method does inside a tool call or JSON answer);
+    validated by ``constraints.output_spec`` into ``output``.
     """
 
     method: str | DecodingMethod = "vanilla"
@@ -72,6 +78,14 @@ class DecodeSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    # tool calling and structured output
+    tools: Any = None
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
+    response_format: Any = None
+    constrained: bool = True
+    constrained_alignment: str = DEFAULT_CONSTRAINED_ALIGNMENT
+    output: OutputSpec = field(init=False, repr=False, compare=False, default=OutputSpec())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", _stop_strings(self.stop))
@@ -90,6 +104,11 @@ class DecodeSettings:
         _check_profile(self.profile)
         _number("beta", self.beta)
         self.method_for()
+        output = output_spec(
+            self.tools, self.tool_choice, self.parallel_tool_calls, self.response_format, self.constrained,
+            self.constrained_alignment,
+        )  # fmt: skip
+        object.__setattr__(self, "output", output)
 
     def method_for(self, *, aad_pair: str = "adapter", pad_reward: str = "zero-shot") -> DecodingMethod:
         """The configured method for a model setup (which AAD pair, which PersRM is loaded)."""

@@ -7,7 +7,7 @@ in an incomplete multi-byte character, is held back until it is decided.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -17,9 +17,19 @@ _INCOMPLETE = "\ufffd"
 class TextAssembler:
     """Turns a growing list of token ids into text deltas, cutting at the first stop string."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop_strings: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        stop_strings: Sequence[str] = (),
+        protect: Callable[[str], str] | None = None,
+    ) -> None:
+        """Hold ``stop_strings``; ``protect(text)`` blanks what they must not cut (same length).
+
+        Protected are tool calls and structured answers, whose end the grammar decides.
+        """
         self._tokenizer = tokenizer
         self._stop_strings = tuple(stop_strings)
+        self._protect = protect
         self._ids: list[int] = []
         self.text = ""
         self.stopped_by: str | None = None
@@ -28,12 +38,13 @@ class TextAssembler:
         """Append one generated token; return the text that is now certain (maybe empty)."""
         self._ids.append(token_id)
         full = self._decode()
-        cut = self._first_stop(full)
+        searched = full if self._protect is None or not self._stop_strings else self._protect(full)
+        cut = self._first_stop(searched)
         if cut is not None:
             return self._emit(full[:cut])
         if full.endswith(_INCOMPLETE):
             return ""
-        return self._emit(full[: len(full) - self._pending_stop_prefix(full)])
+        return self._emit(full[: len(full) - self._pending_stop_prefix(searched)])
 
     def finish(self) -> str:
         """Flush what was held back once generation ends without a stop string."""
