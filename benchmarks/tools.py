@@ -39,7 +39,9 @@ from report import rate_bars, rate_cell
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from scoring import proportion
 
-from aligned_llm import AlignedLLM
+from aligned_llm import AlignedLLM, GenerationResult
+from aligned_llm.settings import DecodeSettings
+from aligned_llm.tools import CALL_OPEN
 
 PRINCIPLE = "Answer concisely and precisely."
 MODES: dict[str, str] = {
@@ -52,6 +54,7 @@ METRICS: dict[str, str] = {
     "called": "made a call",
     "valid": "valid calls",
     "correct": "AST accuracy",
+    "cut": "cut at max new tokens",
 }
 
 
@@ -68,11 +71,14 @@ def score(case: Case, mode: str, text: str, calls: list[tuple[str, Any]], finish
     """One answer's record: its calls, why any call is invalid, and BFCL's verdict."""
     check = schema_validator(case)
     errors = [error for name, arguments in calls if (error := check(name, arguments)) is not None]
+    if CALL_OPEN in text:  # a call block the library could not parse stays in the prose
+        errors.append(f"{CALL_OPEN} block that does not parse as a call")
     return {
         "mode": mode, "category": case.category, "id": case.id, "text": text,
         "calls": [{"name": name, "arguments": arguments} for name, arguments in calls],
         "finish_reason": finish_reason, "errors": errors,
-        "called": bool(calls), "valid": bool(calls) and not errors, "correct": ast_correct(case, calls),
+        "called": bool(calls) or CALL_OPEN in text, "valid": bool(calls) and not errors,
+        "correct": ast_correct(case, calls), "cut": finish_reason == "length",
     }  # fmt: skip
 
 
@@ -157,18 +163,37 @@ def sample_cases(categories: list[str], limit: int, seed: int) -> list[Case]:
     return cases
 
 
+def generate_cases(llm: AlignedLLM, cases: list[Case], settings: dict[str, Any]) -> list[GenerationResult]:
+    """Decode cases with different tools as ONE batch, each with its own tools (and grammar).
+
+    ``AlignedLLM.generate`` takes one tool list per call and BFCL gives every case its own, so
+    the requests are built per case exactly as ``generate`` builds them and run on the engine
+    together, through the same answer reading ``generate`` applies.
+    """
+    per_case = [DecodeSettings(tools=list(case.tools), **settings) for case in cases]
+    decoding = llm.method_for(per_case[0])
+    requests = [
+        request
+        for case, case_settings in zip(cases, per_case, strict=True)
+        for request in llm._requests([[dict(m) for m in case.messages]], case_settings, decoding)
+    ]
+    results: list[GenerationResult | None] = [None] * len(cases)
+    for event in llm._run(requests, decoding, per_case[0], trace=False):
+        if event.result is not None:
+            results[event.index] = event.result
+    assert all(result is not None for result in results)
+    return results  # type: ignore[return-value]
+
+
 def run_mode(llm: AlignedLLM, mode: str, cases: list[Case], args: argparse.Namespace, progress: Progress, task: Any):
     """Decode every case in one mode, ``--batch-size`` cases at a time, and score each answer."""
     records = []
-    settings = settings_for(mode, args.principle)
+    settings = {"tool_choice": "auto", "parallel_tool_calls": True, "max_new_tokens": args.max_new_tokens,
+                **settings_for(mode, args.principle)}  # fmt: skip
     progress.update(task, description=f"{mode:>13}")
     for start in range(0, len(cases), args.batch_size):
         chunk = cases[start : start + args.batch_size]
-        for case in chunk:
-            result = llm.generate(
-                [dict(m) for m in case.messages], tools=[dict(t) for t in case.tools], tool_choice="auto",
-                parallel_tool_calls=True, max_new_tokens=args.max_new_tokens, **settings,
-            )  # fmt: skip
+        for case, result in zip(chunk, generate_cases(llm, chunk, settings), strict=True):
             calls = [(call.name, call.arguments) for call in result.tool_calls]
             records.append(score(case, mode, result.text, calls, result.finish_reason))
         progress.advance(task, len(chunk))
