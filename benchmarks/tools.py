@@ -41,7 +41,7 @@ from scoring import proportion
 
 from aligned_llm import AlignedLLM, GenerationResult
 from aligned_llm.settings import DecodeSettings
-from aligned_llm.tools import CALL_OPEN
+from aligned_llm.tools import CALL_CLOSE, CALL_OPEN
 
 PRINCIPLE = "Answer concisely and precisely."
 MODES: dict[str, str] = {
@@ -71,19 +71,24 @@ def score(case: Case, mode: str, text: str, calls: list[tuple[str, Any]], finish
     """One answer's record: its calls, why any call is invalid, and BFCL's verdict."""
     check = schema_validator(case)
     errors = [error for name, arguments in calls if (error := check(name, arguments)) is not None]
-    if CALL_OPEN in text:  # a call block the library could not parse stays in the prose
-        errors.append(f"{CALL_OPEN} block that does not parse as a call")
+    # a call block the library could not parse stays in the prose; so does one cut by max_new_tokens
+    unfinished = finish_reason == "length" and text.rfind(CALL_OPEN) > text.rfind(CALL_CLOSE)
+    if unparsed := text.count(CALL_OPEN) - unfinished:
+        errors += [f"{CALL_OPEN} block that does not parse as a call"] * unparsed
     return {
         "mode": mode, "category": case.category, "id": case.id, "text": text,
         "calls": [{"name": name, "arguments": arguments} for name, arguments in calls],
         "finish_reason": finish_reason, "errors": errors,
-        "called": bool(calls) or CALL_OPEN in text, "valid": bool(calls) and not errors,
-        "correct": ast_correct(case, calls), "cut": finish_reason == "length",
+        "called": bool(calls) or CALL_OPEN in text, "valid": bool(calls) and not errors and not unfinished,
+        "correct": ast_correct(case, calls), "cut": finish_reason == "length", "unfinished_call": unfinished,
     }  # fmt: skip
 
 
 def violations(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Answers of a constrained mode with an invalid call: the grammar promises there are none."""
+    """Answers of a constrained mode with an invalid call: the grammar promises there are none.
+
+    A call cut off by ``max_new_tokens`` is not one: it is incomplete, not invalid (``unfinished_call``).
+    """
     return [r for r in records if r["mode"] in CONSTRAINED_MODES and r["errors"]]
 
 

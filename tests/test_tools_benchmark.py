@@ -274,3 +274,32 @@ def test_plot_writes_a_png(tmp_path):
     records = [_record(case, mode, reference_calls(case)) for mode in tools.MODES]
     tools.plot(tools.summarise(records), "test", tmp_path / "tools.png")
     assert (tmp_path / "tools.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _small_case(index, tool_name, argument):
+    tool = {"type": "function", "function": {"name": tool_name, "description": "Look something up.", "parameters": {
+        "type": "object", "properties": {argument: {"type": "integer"}}, "required": [argument]}}}  # fmt: skip
+    return bfcl.Case(id=f"small_{index}", category="simple_python", messages=({"role": "user", "content": "Hi"},),
+                     functions=(), tools=(tool,), possible_answer=None)  # fmt: skip
+
+
+def test_cases_with_different_tools_batch_as_if_each_ran_alone(tiny_llm):
+    cases = [_small_case(0, "lookup_year", "year"), _small_case(1, "count_items", "items")]
+    settings = {"tool_choice": "required", "max_new_tokens": 30, **tools.settings_for("constrained", "")}
+    batched = tools.generate_cases(tiny_llm, cases, settings)
+    for case, result in zip(cases, batched, strict=True):
+        alone = tiny_llm.generate([dict(m) for m in case.messages], tools=list(case.tools), **settings)
+        assert result.text == alone.text
+        assert [(c.name, c.arguments) for c in result.tool_calls] == [(c.name, c.arguments) for c in alone.tool_calls]
+        name = case.tools[0]["function"]["name"]  # each request under its own grammar: a call of its own tool
+        assert result.text.startswith(f'<tool_call>\n{{"name": "{name}"')
+
+
+def test_unparsed_call_blocks_are_invalid_but_a_call_cut_by_the_token_limit_is_unfinished():
+    case = next(c for c in load_category("simple_python") if c.id == "simple_python_0")
+    broken = tools.score(case, "constrained", '<tool_call>\n{"name": calculate</tool_call>', [], "stop")
+    cut = tools.score(case, "constrained", '<tool_call>\n{"name": "calculate_triangle_area", "argu', [], "length")
+    assert broken["called"] and not broken["valid"] and broken["errors"] and not broken["unfinished_call"]
+    assert cut["called"] and not cut["valid"] and not cut["errors"] and cut["unfinished_call"]
+    assert [r["id"] for r in tools.violations([broken, cut])] == ["simple_python_0"]
+    assert tools.violations([broken, cut])[0] is broken
