@@ -2,12 +2,14 @@
 
 BFCL's ``simple_python``, ``multiple``, ``parallel`` and ``irrelevance`` categories (read from the
 ``bfcl-eval`` wheel by ``bfcl.py``), each case's functions given as OpenAI-style tools with
-``tool_choice="auto"`` and parallel calls allowed, decoded three ways:
+``tool_choice="auto"`` and parallel calls allowed, decoded three ways (and a fourth on request):
 
 - ``unconstrained``: the tools rendered into the prompt and calls parsed from free text, no
   grammar (``constrained=False``): what a user gets today from the Hugging Face adapters;
 - ``constrained``: grammar-constrained decoding, plain (vanilla) decoding;
-- ``opad``: grammar-constrained decoding under OPAD with a principle (``--principle``).
+- ``opad``: grammar-constrained decoding under OPAD with a principle (``--principle``);
+- ``required`` (not run by default): grammar-constrained vanilla with ``tool_choice="required"``,
+  so that every answer is a call and AST accuracy measures the arguments alone.
 
 Per mode and category: the share of outputs that make at least one call, the share whose calls are
 all valid (arguments parse, the tool is one of the case's, the arguments are valid against its
@@ -16,8 +18,9 @@ answer is correct), each with a 95% Wilson interval. Under the constrained modes
 valid: any that is not is counted, printed and stored as a schema violation.
 
     python benchmarks/tools.py --limit 3 --modes constrained           # a smoke run
-    python benchmarks/tools.py --limit 20 --dtype bfloat16 --batch-size 8 --out docs/results/tools
-                                                                        # the recorded run (CPU, `make bench-tools`)
+    python benchmarks/tools.py --limit 5 --batch-size 10 --max-new-tokens 64 --dtype float32 --out docs/results/tools
+                                             # the recorded run (shared 2-core CPU, `make bench-tools`)
+    python benchmarks/tools.py --limit 100 --device cuda --batch-size 32 --out docs/results/tools-cuda   # tighter
 
 Cases are sampled per category with ``--seed`` (the same cases for every mode, so the comparison is
 paired). Writes OUT.json (summary), OUT-samples.jsonl (every answer), OUT.md and OUT.png.
@@ -48,8 +51,9 @@ MODES: dict[str, str] = {
     "unconstrained": "prompted + parsed (no grammar)",
     "constrained": "grammar, vanilla",
     "opad": "grammar, OPAD",
+    "required": "grammar, vanilla, call required",
 }
-CONSTRAINED_MODES = ("constrained", "opad")
+CONSTRAINED_MODES = ("constrained", "opad", "required")
 METRICS: dict[str, str] = {
     "called": "made a call",
     "valid": "valid calls",
@@ -64,6 +68,7 @@ def settings_for(mode: str, principle: str) -> dict[str, Any]:
         "unconstrained": {"constrained": False},
         "constrained": {"constrained": True},
         "opad": {"constrained": True, "method": "opad", "principle": principle},
+        "required": {"constrained": True, "tool_choice": "required"},
     }[mode]
 
 
@@ -117,7 +122,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     categories = [c for c in CATEGORIES if any(c in summary["rates"][m] for m in modes)]
     lines = [
         f"`{meta['header']}`; {meta['cases']} cases per category (seed {meta['seed']}), greedy, "
-        f'at most {meta["max_new_tokens"]} new tokens, `tool_choice="auto"`; OPAD principle: '
+        f'at most {meta["max_new_tokens"]} new tokens, `tool_choice="auto"` unless the mode requires a call; '
+        f"OPAD principle: "
         f"“{meta['principle']}”; {meta['seconds']:.0f} s.",
         "",
     ]
@@ -151,6 +157,8 @@ def plot(summary: dict[str, Any], title: str, path: Path) -> None:
     for axis, metric in zip(axes, ("valid", "correct"), strict=True):
         series = {MODES[m]: [summary["rates"][m].get(c, {}).get(metric) for c in categories] for m in modes}
         rate_bars(axis, categories, series, f"{METRICS[metric]} (%), 95% CI")
+        if metric == "valid":
+            axis.get_legend().remove()
         axis.set_title(METRICS[metric] + (" (irrelevance: no call)" if metric == "correct" else ""), fontsize=10)
     figure.suptitle(f"BFCL tool calling — {title}", fontsize=11)
     figure.tight_layout()
@@ -212,7 +220,9 @@ def main() -> None:
     parser.add_argument(
         "--categories", default=",".join(CATEGORIES), help=f"comma-separated, from {','.join(CATEGORIES)}"
     )
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {','.join(MODES)}")
+    parser.add_argument(
+        "--modes", default="unconstrained,constrained,opad", help=f"comma-separated, from {','.join(MODES)}"
+    )
     parser.add_argument("--principle", default=PRINCIPLE, help="OPAD's principle")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8, help="cases decoded together")
