@@ -43,7 +43,9 @@ bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --limit 20 --dtype bfloat16 --batch-size 20 --out docs/results/quality
 
 bench-tools: $(STAMP)
-	$(BIN)/python benchmarks/tools.py --limit 5 --batch-size 10 --max-new-tokens 64 --dtype float32 --out docs/results/tools
+	$(BIN)/python benchmarks/tools.py --limit 3 --batch-size 12 --max-new-tokens 48 --dtype float32 --out docs/results/tools
+	$(BIN)/python benchmarks/tools.py --limit 3 --batch-size 9 --max-new-tokens 80 --dtype float32 --modes required \
+		--categories simple_python,multiple,parallel --out docs/results/tools-required
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -17,8 +17,8 @@ schema), and BFCL's AST accuracy (its own checker; for ``irrelevance``: no call 
 answer is correct), each with a 95% Wilson interval. Under the constrained modes every call must be
 valid: any that is not is counted, printed and stored as a schema violation.
 
-    python benchmarks/tools.py --limit 3 --modes constrained           # a smoke run
-    python benchmarks/tools.py --limit 5 --batch-size 10 --max-new-tokens 64 --dtype float32 --out docs/results/tools
+    python benchmarks/tools.py --limit 1 --modes constrained --categories simple_python   # a smoke run
+    python benchmarks/tools.py --limit 3 --batch-size 12 --max-new-tokens 48 --dtype float32 --out docs/results/tools
                                              # the recorded run (shared 2-core CPU, `make bench-tools`)
     python benchmarks/tools.py --limit 100 --device cuda --batch-size 32 --out docs/results/tools-cuda   # tighter
 
@@ -247,29 +247,34 @@ def main() -> None:
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     records: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
+    meta = {"header": header, "cases": args.limit, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
+            "batch_size": args.batch_size, "principle": args.principle, "mode_seconds": seconds,
+            "case_ids": [c.id for c in cases]}  # fmt: skip
     with Progress(*columns) as progress:
         task = progress.add_task("generating", total=len(cases) * len(modes))
         for mode in modes:
             mode_started = time.perf_counter()
             records += run_mode(llm, mode, cases, args, progress, task)
             seconds[mode] = time.perf_counter() - mode_started
-    summary = summarise(records)
-    meta = {"header": header, "cases": args.limit, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
-            "batch_size": args.batch_size, "principle": args.principle, "mode_seconds": seconds,
-            "seconds": time.perf_counter() - started, "case_ids": [c.id for c in cases]}  # fmt: skip
-    table = markdown(summary, meta)
+            meta["seconds"] = time.perf_counter() - started
+            if args.out:  # after every mode, so that a run cut short keeps what it measured
+                write(Path(args.out), records, meta)
+    table = markdown(summarise(records), meta)
     print(table)
-    if summary["schema"]["violations"]:
-        print(f"SCHEMA VIOLATIONS under the grammar: {len(summary['schema']['violations'])} (listed above)")
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps({**meta, **summary}, indent=2) + "\n")
-        with out.with_name(out.name + "-samples.jsonl").open("w") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
-        out.with_suffix(".md").write_text(table)
-        plot(summary, header.split(" gpu=")[0].replace("model=", ""), out.with_suffix(".png"))
+    if violations(records):
+        print(f"SCHEMA VIOLATIONS under the grammar: {len(violations(records))} (listed above)")
+
+
+def write(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """OUT.json (summary), OUT-samples.jsonl (every answer), OUT.md and OUT.png."""
+    summary = summarise(records)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({**meta, **summary}, indent=2) + "\n")
+    with out.with_name(out.name + "-samples.jsonl").open("w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    out.with_suffix(".md").write_text(markdown(summary, meta))
+    plot(summary, meta["header"].split(" gpu=")[0].replace("model=", ""), out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
