@@ -103,7 +103,7 @@ def _validation_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     first = error.errors()[0]
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    if first.get("type") == "json_invalid" or _unparsable(first.get("input")):
+    if first.get("type") == "json_invalid" or (not location and _unparsable(first.get("input"))):
         reason = first.get("ctx", {}).get("error", first.get("msg"))
         return bad_request(None, f"the request body is not valid JSON: {reason}").response()
     param = ".".join(location) or None
