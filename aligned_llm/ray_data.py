@@ -5,7 +5,7 @@ and decodes whole batches as one engine batch::
 
     ds = ray.data.read_json("prompts.jsonl")
     ds = ds.map_batches(BatchDecoder, fn_constructor_kwargs={"spec": ModelSpec(), "settings": {...}},
-                        batch_size=16, concurrency=2)
+                        batch_size=16, concurrency=2)   # or compute=ActorPoolStrategy(size=2)
 
 :func:`decode_dataset` and :func:`pair_dataset` do this after checking the settings in the
 driver, so a bad setting fails before any actor starts.
@@ -83,7 +83,10 @@ class PairDecoder:
 
 
 def _map_options(replicas: int, batch_size: int, num_cpus: float | None, num_gpus: float | None) -> dict[str, Any]:
-    options: dict[str, Any] = {"concurrency": replicas, "batch_size": batch_size}
+    """``map_batches`` options: a fixed pool of ``replicas`` actors (Ray's newer spelling of ``concurrency=``)."""
+    from ray.data import ActorPoolStrategy
+
+    options: dict[str, Any] = {"compute": ActorPoolStrategy(size=replicas), "batch_size": batch_size}
     if num_cpus is not None:
         options["num_cpus"] = num_cpus
     if num_gpus is not None:
