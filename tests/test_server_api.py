@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from aligned_llm import setting_names
-from aligned_llm.server import create_app
+from aligned_llm import create_app
 from aligned_llm.server.translate import PASSED_THROUGH
 from tests.serving import LOCALHOST, WAIT_S, Held, metric, running_server, wait_for_metric
 

@@ -8,7 +8,7 @@ from langchain_openai import ChatOpenAI
 from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 
-from aligned_llm.server import create_app
+from aligned_llm import create_app
 from tests.serving import LOCALHOST, WAIT_S, running_server
 
 pytestmark = pytest.mark.allow_hosts(LOCALHOST)

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from aligned_llm.server import create_app
+from aligned_llm import create_app
 from tests.serving import LOCALHOST, WAIT_S, Held, running_server
 
 pytestmark = pytest.mark.allow_hosts(LOCALHOST)
