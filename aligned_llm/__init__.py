@@ -8,6 +8,7 @@ from aligned_llm.errors import (
     AlignedLLMError,
     InvalidSettingError,
     MissingPackageError,
+    ModelLoadError,
     ModelPathError,
     NonFiniteLogitsError,
     PromptTooLongError,
@@ -16,7 +17,7 @@ from aligned_llm.llm import AlignedLLM, GenerationStream
 from aligned_llm.methods import AAD, OPAD, PAD, DecodingMethod, LinearAlignment, RowSpec, StepScores, Vanilla
 from aligned_llm.parameters import Parameter
 from aligned_llm.registry import method_class, register_method, registered_methods
-from aligned_llm.result import GenerationResult, TokenTrace
+from aligned_llm.result import GenerationResult, StreamDelta, TokenTrace, ToolCall, ToolCallDelta
 from aligned_llm.settings import DecodeSettings, check_setting, setting_names
 from aligned_llm.setup import ModelSetup
 from aligned_llm.spec import ModelSpec
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidSettingError",
     "LinearAlignment",
     "MissingPackageError",
+    "ModelLoadError",
     "ModelPathError",
     "ModelSetup",
     "ModelSpec",
@@ -57,7 +59,10 @@ __all__ = [
     "PromptTooLongError",
     "RowSpec",
     "StepScores",
+    "StreamDelta",
     "TokenTrace",
+    "ToolCall",
+    "ToolCallDelta",
     "TuningPanel",
     "Vanilla",
     "check_setting",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, overload
@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aligned_llm.async_steps import next_in_thread
+from aligned_llm.constraints import Constraint, grammars_for
 from aligned_llm.engine import Engine, EngineRequest, Sampling, StepEvent
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
 from aligned_llm.loading import (
@@ -29,10 +30,11 @@ from aligned_llm.loading import (
 from aligned_llm.methods import DecodingMethod
 from aligned_llm.prompts import ChatFormat, Conversation, Prompt, normalize_prompts
 from aligned_llm.registry import registered_methods
-from aligned_llm.result import GenerationResult
+from aligned_llm.result import GenerationResult, StreamDelta
 from aligned_llm.reward import attach_value_head, find_value_head
 from aligned_llm.settings import DecodeSettings
 from aligned_llm.setup import ADAPTERS_OFF, DPO_ADAPTER, POLICY, REFERENCE, REWARD, REWARD_ADAPTER, ModelSetup
+from aligned_llm.tools import AnswerReader, read_answers
 
 ModelSource = Union[str, os.PathLike[str], "AlignedLLM"]
 
@@ -201,6 +203,12 @@ class AlignedLLM:
         ``profile``, ``max_new_tokens``, ``stop`` (strings that end the text, cut from it),
         ``temperature`` (0 = greedy), ``top_p``, ``seed`` and ``trace`` (per-token log-probs,
         scores and the method's signal). An unknown name raises ``InvalidSettingError``.
+
+        Tool calling and structured output (docs/tools.md): ``tools`` (OpenAI function specs),
+        ``tool_choice``, ``parallel_tool_calls``, ``response_format`` (``{"type": "json_object"}``,
+        a ``json_schema`` dict or a pydantic class); ``constrained=True`` makes every call and JSON
+        answer valid by grammar, ``constrained_alignment`` says whether the method steers inside
+        them. Calls land in ``result.tool_calls``, the parsed answer in ``result.parsed``.
         """
         job = self._prepare(prompt, settings)
         results: list[GenerationResult | None] = [None] * job.count
@@ -232,7 +240,8 @@ class AlignedLLM:
         """Like :meth:`generate` for one prompt, yielding text deltas as they are decided.
 
         Their concatenation equals ``generate(...).text``; the finished
-        :class:`GenerationResult` is on ``.result`` once the iterator is exhausted. The stream
+        :class:`GenerationResult` is on ``.result`` once the iterator is exhausted. With tools,
+        iterate ``.deltas()`` (or ``.adeltas()``) to receive the tool-call pieces too. The stream
         is also an async iterator (``async for delta in llm.stream(...)``), each step on a
         worker thread. Settings are checked now; decoding starts on the first step.
         """
@@ -274,7 +283,8 @@ class AlignedLLM:
         """Token ids of each row the method needs for one conversation."""
         decoding = decoding or self.method_for(settings)
         guided = self.chat_format.with_guidance(conversation, settings.principle, settings.profile)
-        return [self.chat_format.encode(guided if row.guided else conversation) for row in decoding.rows]
+        tool_prompt = settings.output.prompt()
+        return [self.chat_format.encode(guided if row.guided else conversation, tool_prompt) for row in decoding.rows]
 
     def check(self, prompt: Prompt | Sequence[Prompt], **settings: Any) -> None:
         """Everything :meth:`generate` checks before any model work (settings, method, prompts), without decoding."""
@@ -294,6 +304,7 @@ class AlignedLLM:
         """Render and check every prompt before any model work starts."""
         requests = []
         window = self.context_window
+        constraint = self._constraint(settings)
         for index, conversation in enumerate(conversations):
             rows = self.encode_rows(conversation, settings, decoding)
             longest = max(len(ids) for ids in rows)
@@ -304,15 +315,37 @@ class AlignedLLM:
                     f"is {longest} tokens and max_new_tokens is {settings.max_new_tokens}, but the model's context "
                     f"window is {window} tokens: shorten the prompt or lower max_new_tokens",
                 )
-            requests.append(EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed))
+            requests.append(EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed, constraint))
         return requests
+
+    def _constraint(self, settings: DecodeSettings) -> Constraint | None:
+        """The grammar of the settings' tools or response format (compiled once, cached)."""
+        spec = settings.output
+        if spec.is_free_text:
+            return None
+        if not settings.constrained:
+            return Constraint()
+        head = self.model.get_output_embeddings()
+        vocab_size = int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
+        grammars = grammars_for(self.tokenizer, vocab_size, sorted(self._engine.stop_token_ids))
+        return Constraint(
+            grammars.compile(spec),
+            whole=spec.response is not None,
+            alignment=settings.constrained_alignment,
+            token_bytes=grammars.token_bytes,
+        )
 
     def _run(self, job: _Job, cancel: threading.Event) -> Iterator[StepEvent]:
         """Run a checked job on the engine, registered so that :meth:`cancel` reaches it."""
         self._running.add(cancel)
         sampling = Sampling(job.settings.temperature, job.settings.top_p)
         try:
-            yield from self._engine.run(job.requests, job.decoding, sampling, trace=job.settings.trace, cancel=cancel)
+            events = self._engine.run(job.requests, job.decoding, sampling, trace=job.settings.trace, cancel=cancel)
+            spec = job.settings.output
+            if not spec.is_free_text:
+                calls, response = spec.calls_tools, spec.response
+                events = read_answers(events, lambda: AnswerReader(calls, response))
+            yield from events
         finally:
             self._running.discard(cancel)
 
@@ -346,13 +379,30 @@ class GenerationStream(Iterator[str], AsyncIterator[str]):
         self._events = events
 
     def __next__(self) -> str:
+        while (delta := self._next_delta()) is not None:
+            if delta.text:
+                return delta.text
+        raise StopIteration
+
+    def deltas(self) -> Iterator[StreamDelta]:
+        """Prose text and tool-call pieces as they are decided (use instead of iterating the text)."""
+        while (delta := self._next_delta()) is not None:
+            yield delta
+
+    async def adeltas(self) -> AsyncIterator[StreamDelta]:
+        """:meth:`deltas` for ``async for``, each step on a worker thread."""
+        while (delta := await next_in_thread(_Steps(self._next_delta), self._cancel)) is not None:
+            yield delta
+
+    def _next_delta(self) -> StreamDelta | None:
+        """The next event that carries text or tool-call pieces, or ``None`` at the end."""
         for event in self._events:
             self.generated_tokens = event.generated_tokens
             if event.result is not None:
                 self.result = event.result
-            if event.delta:
-                return event.delta
-        raise StopIteration
+            if event.delta or event.tool_calls:
+                return StreamDelta(event.delta, event.tool_calls)
+        return None
 
     def __aiter__(self) -> GenerationStream:
         return self
@@ -374,3 +424,16 @@ class GenerationStream(Iterator[str], AsyncIterator[str]):
     async def aclose(self) -> None:
         """:meth:`close`, for ``async`` code."""
         self.close()
+
+
+class _Steps(Iterator[StreamDelta]):
+    """A step function as an iterator (``None`` ends it), for ``next_in_thread``."""
+
+    def __init__(self, step: Callable[[], StreamDelta | None]) -> None:
+        self._step = step
+
+    def __next__(self) -> StreamDelta:
+        delta = self._step()
+        if delta is None:
+            raise StopIteration
+        return delta

@@ -10,8 +10,7 @@ import httpx
 import openai
 import pytest
 
-from aligned_llm import setting_names
-from aligned_llm import create_app
+from aligned_llm import create_app, setting_names
 from aligned_llm.server.translate import PASSED_THROUGH
 from tests.serving import LOCALHOST, WAIT_S, Held, metric, running_server, wait_for_metric
 
