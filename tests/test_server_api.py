@@ -116,6 +116,39 @@ def test_completions_batch_and_stream(client, tiny_pair_llm):
     assert "".join(chunk.choices[0].text for chunk in streamed) == expected[0].text
 
 
+PING = {"type": "function", "function": {"name": "ping", "description": "Check the line.",
+        "parameters": {"type": "object", "properties": {}, "additionalProperties": False}}}  # fmt: skip
+
+
+def test_tool_calls_come_back_in_openai_shape_streamed_or_not(client, tiny_pair_llm):
+    expected = tiny_pair_llm.generate(PROMPT, tools=[PING], tool_choice="required", max_new_tokens=60)
+    assert expected.finish_reason == "tool_calls" and expected.tool_calls
+    answer = chat(client, tools=[PING], tool_choice="required", max_tokens=60)
+    assert answer.choices[0].finish_reason == "tool_calls"
+    calls = answer.choices[0].message.tool_calls
+    assert [(call.function.name, json.loads(call.function.arguments)) for call in calls] == [
+        (call.name, call.arguments) for call in expected.tool_calls
+    ]
+    assert [call.id for call in calls] == [call.id for call in expected.tool_calls] or all(
+        call.id.startswith("call_") for call in calls
+    )
+    pieces = [piece for chunk in chat(client, tools=[PING], tool_choice="required", max_tokens=60, stream=True)
+              if chunk.choices for piece in chunk.choices[0].delta.tool_calls or ()]  # fmt: skip
+    assert pieces[0].function.name == "ping" and pieces[0].type == "function"
+    arguments = "".join(piece.function.arguments for piece in pieces if piece.index == 0)
+    assert json.loads(arguments) == expected.tool_calls[0].arguments
+
+
+def test_response_format_json_schema(client, tiny_pair_llm):
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+              "additionalProperties": False}  # fmt: skip
+    response_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    expected = tiny_pair_llm.generate(PROMPT, response_format=response_format, max_new_tokens=30)
+    answer = chat(client, response_format=response_format, max_tokens=30)
+    assert json.loads(answer.choices[0].message.content) == expected.parsed
+    assert set(expected.parsed) == {"a"}
+
+
 def test_trace_comes_back_per_token(base_url, tiny_pair_llm):
     body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4,
             "method": "opad", "principle": PRINCIPLE, "trace": True}  # fmt: skip
@@ -280,7 +313,7 @@ def test_nothing_a_request_sends_loads_a_path_reads_a_file_or_runs_code(
         {"extra_body": {"method": "pad", "profile": str(secret)}},
         {"extra_body": {"method": "opad", "principle": template_injection}},
         {"messages": [{"role": "user", "content": f"file://{secret}"}, {"role": "tool", "content": str(secret)}]},
-        {"tools": [{"type": "function", "function": {"name": "cat", "parameters": {"path": str(secret)}}}]},
+        {"tools": [{"type": "function", "function": {"name": "cat", "parameters": {"$ref": f"file://{secret}"}}}]},
     ]
 
     def send_all() -> list[int]:
@@ -301,8 +334,9 @@ def test_nothing_a_request_sends_loads_a_path_reads_a_file_or_runs_code(
     finally:
         audit.on.clear()
     assert first == again
-    assert again[0] == 404 and again[1:6] == [400] * 5 and again[-2:] == [400, 400]
-    assert again[6:8] == [200, 200], "text that looks like a path or a template is only text"
+    assert again[0] == 404 and again[1:6] == [400] * 5
+    assert again[6:9] == [200, 200, 200], "text that looks like a path or a template is only text"
+    assert again[9] in (200, 400), "a schema $ref to a file is refused or left unresolved, never read"
     assert audit.seen == []
     assert not (tmp_path / "pwned").exists()
     expected = tiny_pair_llm.generate(PROMPT, method="opad", principle=template_injection, max_new_tokens=2)

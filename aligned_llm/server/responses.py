@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
-from aligned_llm import AlignedLLMError, GenerationResult, GenerationStream
+from aligned_llm import AlignedLLMError, GenerationResult, GenerationStream, StreamDelta
+from aligned_llm import ToolCallDelta as CoreToolCallDelta
 from aligned_llm.server.admission import Ticket
 from aligned_llm.server.errors import CLIENT_CLOSED_REQUEST, APIError
 from aligned_llm.server.schemas import (
@@ -28,7 +29,7 @@ from aligned_llm.server.schemas import (
     CompletionChoice,
     Usage,
 )
-from aligned_llm.server.translate import CoreCall, choice_extras, usage
+from aligned_llm.server.translate import CoreCall, choice_extras, tool_call_deltas, usage
 
 T = TypeVar("T")
 
@@ -77,7 +78,7 @@ class _Deltas:
 
     async def _pump(self) -> None:
         try:
-            async for delta in self.stream:
+            async for delta in self.stream.adeltas():
                 self._queue.put_nowait(delta)
             self._queue.put_nowait(_END)
         except AlignedLLMError as error:
@@ -85,12 +86,12 @@ class _Deltas:
         finally:
             self.stream.close()
 
-    async def next(self) -> str | None:
-        """The next delta, ``None`` at the end; a decoding error is raised here."""
+    async def next(self) -> StreamDelta | None:
+        """The next delta (text and tool-call pieces), ``None`` at the end; a decoding error is raised here."""
         item = await self._queue.get()
         if isinstance(item, AlignedLLMError):
             raise item
-        return None if item is _END else str(item)
+        return None if item is _END else item  # type: ignore[return-value]
 
     def stop(self) -> None:
         """Cancel the generation (it stops at its next step); does nothing once it has ended."""
@@ -108,6 +109,8 @@ class ChunkFormat(Protocol):
     def start(self) -> BaseModel | None: ...
 
     def delta(self, text: str) -> BaseModel: ...
+
+    def tool_calls(self, pieces: Sequence[CoreToolCallDelta]) -> BaseModel | None: ...
 
     def finish(self, result: GenerationResult) -> BaseModel: ...
 
@@ -130,6 +133,9 @@ class ChatChunks:
 
     def delta(self, text: str) -> BaseModel:
         return self._chunk(ChatDelta(content=text))
+
+    def tool_calls(self, pieces: Sequence[CoreToolCallDelta]) -> BaseModel:
+        return self._chunk(ChatDelta(tool_calls=tool_call_deltas(pieces)))
 
     def finish(self, result: GenerationResult) -> BaseModel:
         return self._chunk(ChatDelta(), result.finish_reason, **choice_extras(self._call, result))
@@ -154,6 +160,9 @@ class CompletionChunks:
 
     def delta(self, text: str) -> BaseModel:
         return self._chunk(text)
+
+    def tool_calls(self, pieces: Sequence[CoreToolCallDelta]) -> None:
+        return None
 
     def finish(self, result: GenerationResult) -> BaseModel:
         return self._chunk("", result.finish_reason, **choice_extras(self._call, result))
@@ -186,7 +195,10 @@ async def _events(call: CoreCall, stream: GenerationStream, chunks: ChunkFormat,
             yield data(start)
         while (delta := await deltas.next()) is not None:
             ticket.first_token()
-            yield data(chunks.delta(delta))
+            if delta.text:
+                yield data(chunks.delta(delta.text))
+            if delta.tool_calls and (pieces := chunks.tool_calls(delta.tool_calls)) is not None:
+                yield data(pieces)
         result = stream.result
         assert result is not None
         yield data(chunks.finish(result))

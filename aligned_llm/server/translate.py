@@ -10,6 +10,7 @@ in a request names a model, a path or code: the model is the server's, fixed at 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 from aligned_llm.prompts import Prompt
 from aligned_llm.result import GenerationResult
+from aligned_llm.result import ToolCallDelta as CoreToolCallDelta
 from aligned_llm.server.errors import bad_request
 from aligned_llm.server.schemas import (
     AssistantMessage,
@@ -28,6 +30,10 @@ from aligned_llm.server.schemas import (
     Completion,
     CompletionChoice,
     CompletionRequest,
+    FunctionCall,
+    FunctionCallDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from aligned_llm.settings import setting_names
@@ -171,10 +177,34 @@ def choice_extras(call: CoreCall, result: GenerationResult) -> dict[str, Any]:
     return {"trace": [dataclasses.asdict(token) for token in result.trace]}
 
 
+def assistant_message(result: GenerationResult) -> AssistantMessage:
+    """The answer as OpenAI's assistant message: the prose, and the tool calls with their arguments as JSON text."""
+    if not result.tool_calls:
+        return AssistantMessage(content=result.text)
+    calls = [
+        ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=json.dumps(call.arguments)))
+        for call in result.tool_calls
+    ]
+    return AssistantMessage(content=result.text or None, tool_calls=calls)
+
+
+def tool_call_deltas(pieces: Sequence[CoreToolCallDelta]) -> list[ToolCallDelta]:
+    """Streamed tool-call pieces in OpenAI's chunk shape."""
+    return [
+        ToolCallDelta(
+            index=piece.index,
+            id=piece.id,
+            type="function" if piece.id is not None else None,
+            function=FunctionCallDelta(name=piece.name, arguments=piece.arguments),
+        )
+        for piece in pieces
+    ]
+
+
 def chat_response(call: CoreCall, model: str, result: GenerationResult) -> ChatCompletion:
     choice = ChatChoice(
         index=0,
-        message=AssistantMessage(content=result.text),
+        message=assistant_message(result),
         finish_reason=result.finish_reason,
         **choice_extras(call, result),
     )
