@@ -8,14 +8,18 @@ from aligned_llm.errors import (
     AlignedLLMError,
     InvalidSettingError,
     MissingPackageError,
+    ModelLoadError,
     ModelPathError,
     NonFiniteLogitsError,
     PromptTooLongError,
 )
 from aligned_llm.llm import AlignedLLM, GenerationStream
-from aligned_llm.methods import OPAD, DecodingMethod, LinearAlignment, RowSpec, StepScores, Vanilla
+from aligned_llm.methods import AAD, OPAD, PAD, DecodingMethod, LinearAlignment, RowSpec, StepScores, Vanilla
+from aligned_llm.parameters import Parameter
+from aligned_llm.registry import method_class, register_method, registered_methods
 from aligned_llm.result import GenerationResult, StreamDelta, TokenTrace, ToolCall, ToolCallDelta
-from aligned_llm.settings import DecodeSettings
+from aligned_llm.settings import DecodeSettings, check_setting, setting_names
+from aligned_llm.setup import ModelSetup
 
 if TYPE_CHECKING:
     from aligned_llm.token_view import signal_figure, token_html
@@ -31,7 +35,9 @@ _LAZY = {
 """Notebook helpers, imported on first access so that ``import aligned_llm`` needs no widget packages."""
 
 __all__ = [
+    "AAD",
     "OPAD",
+    "PAD",
     "AlignedLLM",
     "AlignedLLMError",
     "DecodeSettings",
@@ -41,8 +47,11 @@ __all__ = [
     "InvalidSettingError",
     "LinearAlignment",
     "MissingPackageError",
+    "ModelLoadError",
     "ModelPathError",
+    "ModelSetup",
     "NonFiniteLogitsError",
+    "Parameter",
     "PromptTooLongError",
     "RowSpec",
     "StepScores",
@@ -52,6 +61,11 @@ __all__ = [
     "ToolCallDelta",
     "TuningPanel",
     "Vanilla",
+    "check_setting",
+    "method_class",
+    "register_method",
+    "registered_methods",
+    "setting_names",
     "signal_figure",
     "token_html",
 ]

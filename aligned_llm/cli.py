@@ -4,34 +4,81 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aligned_llm.errors import AlignedLLMError
+from aligned_llm.common_settings import COMMON_PARAMETERS, DEFAULT_MAX_NEW_TOKENS
+from aligned_llm.errors import AlignedLLMError, InvalidSettingError
 from aligned_llm.llm import AlignedLLM
-from aligned_llm.methods import METHODS
 from aligned_llm.pairs import aad_pairs, write_jsonl
-from aligned_llm.settings import DEFAULT_MAX_NEW_TOKENS, DecodeSettings
+from aligned_llm.parameters import Parameter
+from aligned_llm.registry import method_parameters, registered_methods
+from aligned_llm.settings import DecodeSettings
 
-COMPARE_COLUMNS = {
-    "vanilla": ("vanilla", False),
-    "direct": ("vanilla", True),
-    "opad": ("opad", True),
-    "linear": ("linear", True),
-    "pad": ("pad", True),
-    "aad": ("aad", True),
-}
-"""compare's columns: name → (method, whether the principle/profile are given)."""
+SETTING_FLAGS_SKIPPED = frozenset(
+    {"method", "trace", "tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained",
+     "constrained_alignment"}
+)  # fmt: skip
+"""Settings without a flag of their own: ``--method`` is per command, a trace is for notebooks, and tools
+and response formats are structured values for code (Python, LangChain, LlamaIndex, the server)."""
 
 
-def _window(value: str) -> str | int:
-    return 1 if value == "1" else value
+def compare_columns() -> dict[str, tuple[str, bool]]:
+    """compare's columns: name → (method, whether the principle/profile are given); every registered method."""
+    columns = {"vanilla": ("vanilla", False), "direct": ("vanilla", True)}
+    columns.update({name: (name, True) for name in registered_methods() if name != "vanilla"})
+    return columns
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_with(*declarations: Parameter) -> Callable[[str], Any]:
+    """argparse's ``type=``: text as the declared type (ranges are checked by the core, with one-line errors)."""
+
+    def parse(text: str) -> Any:
+        errors = []
+        for parameter in declarations:
+            try:
+                return parameter.convert(text)
+            except InvalidSettingError as error:
+                errors.append(str(error).split(": ", 1)[1])
+        raise argparse.ArgumentTypeError(errors[0])
+
+    parse.__name__ = declarations[0].name
+    return parse
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per common setting and per registered method parameter, help and checks from the registry."""
+    for parameter in COMMON_PARAMETERS:
+        if parameter.name in SETTING_FLAGS_SKIPPED:
+            continue
+        if parameter.name == "stop":
+            parser.add_argument("--stop", action="append", help="a stop string (repeatable)")
+        elif parameter.check is not None:
+            parser.add_argument(_flag(parameter.name), help=parameter.help)
+        else:
+            parser.add_argument(
+                _flag(parameter.name), type=_parse_with(parameter), help=f"{parameter.help} ({parameter.allowed()})"
+            )
+    for name, declarations in method_parameters().items():
+        helps = "; ".join(
+            f"{method}: {parameter.help} (default {parameter.default!r})" for method, parameter in declarations
+        )
+        parameters = [parameter for _method, parameter in declarations]
+        parser.add_argument(_flag(name), type=_parse_with(*parameters), help=helps.replace("%", "%%"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,32 +91,19 @@ def _parser() -> argparse.ArgumentParser:
     shared.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU"
     )
-    shared.add_argument("--principle", help="the principle to follow (OPAD, linear, direct prompting)")
-    shared.add_argument("--profile", help="the user profile (PAD), e.g. 'helpful and humorous'")
-    shared.add_argument("--k", type=int, default=10, help="PAD candidates (default 10)")
-    shared.add_argument("--alpha", type=float, default=0.1, help="AAD plausibility threshold (default 0.1)")
     shared.add_argument("--adapter", help="a LoRA adapter folder (AAD's DPO side; 'bundled' with the default model)")
     shared.add_argument("--reference", help="the SFT reference model, for AAD with two models")
     shared.add_argument("--system", help="a system message to put before the prompt")
-    shared.add_argument(
-        "--beta", type=float, default=1.0, help="OPAD strength (larger is weaker) or PAD reward weight (default 1.0)"
-    )
-    shared.add_argument("--opad-window", type=_window, default="reference", help="reference (default), last or 1")
-    shared.add_argument("--rho", type=float, default=2.0, help="linear-alignment strength (default 2.0)")
-    shared.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    shared.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    shared.add_argument("--top-p", type=float, default=1.0)
-    shared.add_argument("--seed", type=int)
-    shared.add_argument("--stop", action="append", help="a stop string (repeatable)")
+    _add_setting_flags(shared)
 
     generate = commands.add_parser("generate", parents=[shared], help="decode with one method, streaming the text")
-    generate.add_argument("--method", choices=sorted(METHODS), default="vanilla")
+    generate.add_argument("--method", choices=list(registered_methods()), default="vanilla")
 
     compare = commands.add_parser("compare", parents=[shared], help="decode with several methods, side by side")
     compare.add_argument(
         "--methods",
         default="vanilla,direct,opad",
-        help=f"comma-separated columns among {', '.join(COMPARE_COLUMNS)} (default: vanilla,direct,opad); "
+        help=f"comma-separated columns among {', '.join(compare_columns())} (default: vanilla,direct,opad); "
         "vanilla has no principle, direct is vanilla with the principle in context",
     )
 
@@ -106,15 +140,50 @@ def _load(args: argparse.Namespace, console: Console) -> AlignedLLM:
 
 def _read_prompts(path: str) -> list[str]:
     """One prompt per line, or JSONL rows with a ``prompt`` (or ``instruction``) field."""
-    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if lines and all(line.lstrip().startswith("{") for line in lines):
-        rows = [json.loads(line) for line in lines]
-        return [row.get("prompt", row.get("instruction", "")) for row in rows]
-    return lines
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidSettingError("prompts", f"cannot read {path!r}: {_reason(error)}") from error
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise InvalidSettingError("prompts", f"{path!r} has no prompts (one per line, or JSONL with 'prompt')")
+    if not all(line.lstrip().startswith("{") for _, line in lines):
+        return [line for _, line in lines]
+    prompts = []
+    for number, line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise InvalidSettingError("prompts", f"{path!r} line {number} is not valid JSON: {error}") from error
+        prompt = row.get("prompt", row.get("instruction")) if isinstance(row, dict) else None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidSettingError(
+                "prompts", f"{path!r} line {number} needs a non-empty 'prompt' (or 'instruction') string"
+            )
+        prompts.append(prompt)
+    return prompts
 
 
-def _pairs(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> None:
-    prompts = _read_prompts(args.prompts)
+def _check_output(path: str) -> None:
+    """Fail before any decoding when ``--out`` cannot be written: a missing folder, a folder, no permission."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise InvalidSettingError("--out", f"{path!r} is a folder; name a file to write")
+    folder = out.parent
+    if not folder.is_dir():
+        raise InvalidSettingError("--out", f"the folder {str(folder)!r} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{out.name}.", suffix=".check"):
+            pass
+    except OSError as error:
+        raise InvalidSettingError("--out", f"cannot write in {str(folder)!r}: {_reason(error)}") from error
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _pairs(args: argparse.Namespace, prompts: list[str], llm: AlignedLLM, console: Console) -> None:
     pairs = aad_pairs(
         llm, prompts, alpha=args.alpha, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -130,21 +199,15 @@ def _prompt(args: argparse.Namespace) -> str | list[dict[str, str]]:
 
 
 def _settings(args: argparse.Namespace, method: str, guided: bool) -> dict[str, object]:
-    return {
-        "method": method,
-        "principle": args.principle if guided else None,
-        "profile": args.profile if guided else None,
-        "beta": args.beta,
-        "opad_window": args.opad_window,
-        "rho": args.rho,
-        "k": args.k,
-        "alpha": args.alpha,
-        "max_new_tokens": args.max_new_tokens,
-        "stop": args.stop,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "seed": args.seed,
-    }
+    """The core's settings from the flags that were given (the rest keep the method's defaults)."""
+    settings: dict[str, object] = {"method": method}
+    for name in (*(parameter.name for parameter in COMMON_PARAMETERS), *method_parameters()):
+        if name in SETTING_FLAGS_SKIPPED or getattr(args, name, None) is None:
+            continue
+        if name in ("principle", "profile") and not guided:
+            continue
+        settings[name] = getattr(args, name)
+    return settings
 
 
 def _generate(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> None:
@@ -163,12 +226,13 @@ def _generate(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> No
 
 
 def _compare(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> None:
+    available = compare_columns()
     columns = [name.strip() for name in args.methods.split(",") if name.strip()]
-    unknown = [name for name in columns if name not in COMPARE_COLUMNS]
+    unknown = [name for name in columns if name not in available]
     if unknown or not columns:
-        raise SystemExit(f"--methods: unknown {unknown}; choose among {', '.join(COMPARE_COLUMNS)}")
+        raise SystemExit(f"--methods: unknown {unknown}; choose among {', '.join(available)}")
     for name in columns:
-        llm.method_for(DecodeSettings(**_settings(args, *COMPARE_COLUMNS[name])))
+        llm.method_for(DecodeSettings(**_settings(args, *available[name])))
     texts = {}
     progress = Progress(
         TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
@@ -176,12 +240,13 @@ def _compare(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> Non
     )  # fmt: skip
     with progress:
         for name in columns:
-            method, with_principle = COMPARE_COLUMNS[name]
-            task = progress.add_task(name, total=args.max_new_tokens)
+            method, with_principle = available[name]
+            total = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+            task = progress.add_task(name, total=total)
             stream = llm.stream(_prompt(args), **_settings(args, method, with_principle))
             for _ in stream:
                 progress.update(task, completed=stream.generated_tokens)
-            progress.update(task, completed=args.max_new_tokens)
+            progress.update(task, completed=total)
             texts[name] = stream.result
     guidance = "".join(
         f"\n{label}: {value}" for label, value in (("Principle", args.principle), ("Profile", args.profile)) if value
@@ -195,21 +260,42 @@ def _compare(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``aligned-llm`` command."""
+    """Entry point of the ``aligned-llm`` command.
+
+    Every failure ends with a one-line message on stderr and a non-zero exit code: 2 for bad
+    input (settings, files, models), 1 for anything else, 130 when interrupted. With
+    ``ALIGNED_LLM_DEBUG=1`` unexpected errors show their traceback instead.
+    """
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
     try:
+        if args.command == "pairs":
+            prompts = _read_prompts(args.prompts)
+            _check_output(args.out)
         llm = _load(args, console)
         if args.command == "generate":
             _generate(args, llm, console)
         elif args.command == "pairs":
-            _pairs(args, llm, console)
+            _pairs(args, prompts, llm, console)
         else:
             _compare(args, llm, Console())
     except AlignedLLMError as error:
-        console.print(f"[bold red]error:[/bold red] {error}")
+        _fail(console, str(error))
         return 2
+    except KeyboardInterrupt:
+        _fail(console, "interrupted")
+        return 130
+    except Exception as error:
+        if os.environ.get("ALIGNED_LLM_DEBUG"):
+            raise
+        _fail(console, f"{type(error).__name__}: {error} (ALIGNED_LLM_DEBUG=1 shows the traceback)")
+        return 1
     return 0
+
+
+def _fail(console: Console, message: str) -> None:
+    """One line on stderr, whatever the message holds (newlines, markup-like brackets)."""
+    console.print(f"[bold red]error:[/bold red] {escape(' '.join(message.split()))}", soft_wrap=True)
 
 
 if __name__ == "__main__":

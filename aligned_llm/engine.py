@@ -12,8 +12,8 @@ and appended to every row of it. Finished requests leave the batch.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -23,10 +23,13 @@ from aligned_llm import constraints
 from aligned_llm.constraints import Constraint, ConstraintState
 from aligned_llm.errors import NonFiniteLogitsError
 from aligned_llm.lora_gate import lora_gate
-from aligned_llm.methods.base import DecodingMethod, RowSpec, State
+from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
 from aligned_llm.result import FinishReason, GenerationResult, TokenTrace, ToolCallDelta
 from aligned_llm.sampling import choose_tokens
+from aligned_llm.setup import ADAPTERS_OFF, LOADED_ADAPTER
 from aligned_llm.streaming import TextAssembler
+
+Lock = AbstractContextManager[object]
 
 
 @dataclass
@@ -61,6 +64,10 @@ class Sampling:
     top_p: float = 1.0
 
 
+PREFILL_CHUNK = 512
+"""Prompt positions per prefill forward: a long prompt is prefilled in chunks, so cancel() acts between them."""
+
+
 @dataclass
 class _Progress:
     """Decoding state of one request on the host side."""
@@ -72,6 +79,19 @@ class _Progress:
     trace: list[TokenTrace] | None = None
     finish_reason: FinishReason | None = None
     constraint: ConstraintState | None = None
+
+
+@dataclass
+class _Batch:
+    """The running state of one ``Engine.run``: every request's progress, the row groups, who is active."""
+
+    progress: list[_Progress]
+    groups: list[_RowGroup]
+    active: list[int]
+    state: State = field(default_factory=dict)
+
+    def active_progress(self) -> list[_Progress]:
+        return [self.progress[index] for index in self.active]
 
 
 class _RowGroup:
@@ -103,7 +123,7 @@ class _RowGroup:
                 raise ValueError(f"rows ask for adapters {self.adapters} but the model has no peft adapters")
             yield {}
             return
-        loaded = "default" if "default" in adapters else "__base__"
+        loaded = LOADED_ADAPTER if LOADED_ADAPTER in adapters else ADAPTERS_OFF
         row_adapters = [adapter or loaded for adapter in self.adapters] * requests
         gate = lora_gate(self.model, row_adapters)
         if gate is None:
@@ -113,11 +133,13 @@ class _RowGroup:
             yield {}
 
     def prefill(
-        self, prompts: list[Sequence[int]], pad_id: int, keep_all_logits: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run the left-padded prompts; return the last-position logits ``[N, V]``.
+        self, prompts: list[Sequence[int]], pad_id: int, keep_all_logits: bool, cancel: threading.Event, lock: Lock
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """Run the left-padded prompts in chunks; return the last-position logits ``[N, V]``.
 
         With ``keep_all_logits``, also the mean logits over each row's real prompt positions.
+        Each chunk of ``PREFILL_CHUNK`` positions is one forward under ``lock``; ``cancel`` is
+        checked between chunks, and ``None`` is returned when it is set.
         """
         device = self.model.device
         width = max(len(ids) for ids in prompts)
@@ -128,24 +150,33 @@ class _RowGroup:
             mask[row, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with self._adapters(len(prompts) // self.rows_per_request) as adapter_kwargs:
-            output = self.model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=0 if keep_all_logits else 1,
-                **adapter_kwargs,
-            )
-        self.cache = output.past_key_values
+        logit_sum: torch.Tensor | None = None
+        last = torch.empty(0)
+        for start in range(0, width, PREFILL_CHUNK):
+            if cancel.is_set():
+                return None
+            end = min(start + PREFILL_CHUNK, width)
+            with lock, torch.inference_mode(), self._adapters(len(prompts) // self.rows_per_request) as adapter_kwargs:
+                output = self.model(
+                    input_ids=input_ids[:, start:end],
+                    attention_mask=mask[:, :end],
+                    position_ids=positions[:, start:end],
+                    past_key_values=self.cache,
+                    use_cache=True,
+                    logits_to_keep=0 if keep_all_logits else 1,
+                    **adapter_kwargs,
+                )
+                self.cache = output.past_key_values
+                last = output.logits[:, -1].float()
+                if keep_all_logits:
+                    weights = mask[:, start:end].unsqueeze(-1).float()
+                    chunk_sum = (output.logits.float() * weights).sum(1)
+                    logit_sum = chunk_sum if logit_sum is None else logit_sum + chunk_sum
         self.attention_mask = mask
         self.next_positions = mask.sum(-1)
-        last = output.logits[:, -1].float()
-        if not keep_all_logits:
+        if logit_sum is None:
             return last, None
-        weights = mask.unsqueeze(-1).float()
-        mean = (output.logits.float() * weights).sum(1) / weights.sum(1)
-        return last, mean
+        return last, logit_sum / mask.sum(-1, keepdim=True).float()
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per request to each of its rows; return logits ``[N, V]``."""
@@ -201,70 +232,131 @@ class Engine:
         trace: bool = False,
         cancel: threading.Event | None = None,
     ) -> Iterator[StepEvent]:
-        """Decode every request to completion.
+        """Decode every request to completion: prefill, then score → choose → record → drop, per step.
 
         Yields a ``StepEvent`` per request and step that produced text, and a final one
         (with ``result``) when a request finishes.
         """
-        progress = [
-            _Progress(
-                request=request,
-                assembler=TextAssembler(
-                    self.tokenizer, request.stop_strings, protect=request.constraint and request.constraint.protect
-                ),
-                generator=None if request.seed is None else torch.Generator().manual_seed(request.seed),
-                trace=[] if trace else None,
-                constraint=request.constraint and request.constraint.start(),
-            )
-            for request in requests
-        ]
-        groups = self._groups(method.rows)
-        logits, state = self._prefill(groups, requests, method)
-        active = list(range(len(requests)))
+        cancel = cancel or threading.Event()
+        batch = _Batch(
+            progress=[self._start(request, trace) for request in requests],
+            groups=self._groups(method.rows),
+            active=list(range(len(requests))),
+        )
+        prefilled = self._prefill(batch.groups, requests, method, cancel)
+        if prefilled is None:
+            yield from self._cancel_all(batch, method)
+            return
+        logits, batch.state = prefilled
         step = 0
         while True:
-            if cancel is not None and cancel.is_set():
-                for index in active:
-                    progress[index].finish_reason = "cancelled"
-                yield from self._finish(progress, active, method)
+            if cancel.is_set():
+                yield from self._cancel_all(batch, method)
                 return
-            tokens, state, token_traces = self._choose(
-                logits, state, step, method, sampling, [progress[i] for i in active], trace
-            )
-            token_list = tokens.tolist()
-            finished: list[int] = []
-            for slot, index in enumerate(active):
-                item = progress[index]
-                token = token_list[slot]
-                item.token_ids.append(token)
-                if token_traces is not None:
-                    item.trace.append(token_traces[slot])
-                if token in self.stop_token_ids:
-                    item.finish_reason = "stop"
-                else:
-                    delta = item.assembler.add(token)
-                    if item.assembler.stopped_by is not None or (item.constraint and item.constraint.finished):
-                        item.finish_reason = "stop"
-                    elif len(item.token_ids) >= item.request.max_new_tokens:
-                        item.finish_reason = "length"
-                    if delta:
-                        yield StepEvent(index, delta, len(item.token_ids))
-                if item.finish_reason is not None:
-                    finished.append(index)
+            scores = self._score(logits, batch.state, step, method, batch)
+            tokens = self._choose(scores, sampling, batch)
+            finished = yield from self._record(tokens, logits, scores, method, batch)
             if finished:
-                yield from self._finish(progress, finished, method)
-                survivors = [slot for slot, index in enumerate(active) if index not in finished]
-                if not survivors:
+                yield from self._finish(batch.progress, finished, method)
+                tokens = self._drop(finished, tokens, batch)
+                if not batch.active:
                     return
-                keep = torch.tensor(survivors, dtype=torch.long)
-                for group in groups:
-                    group.keep(keep)
-                keep = keep.to(tokens.device)
-                state = {name: value[keep] for name, value in state.items()}
-                tokens = tokens[keep]
-                active = [active[slot] for slot in survivors]
             step += 1
-            logits = self._forward(groups, tokens, len(method.rows))
+            logits = self._forward(batch.groups, tokens, len(method.rows))
+
+    def _start(self, request: EngineRequest, trace: bool) -> _Progress:
+        constraint = request.constraint
+        return _Progress(
+            request=request,
+            assembler=TextAssembler(self.tokenizer, request.stop_strings, constraint and constraint.protect),
+            generator=None if request.seed is None else torch.Generator().manual_seed(request.seed),
+            trace=[] if trace else None,
+            constraint=constraint and constraint.start(),
+        )
+
+    @torch.inference_mode()
+    def _score(
+        self, logits: torch.Tensor, state: State, step: int, method: DecodingMethod, batch: _Batch
+    ) -> StepScores:
+        """The method's scores for this step (checked: the model and the method gave numbers), grammars applied."""
+        if not bool(torch.isfinite(logits).all()):
+            raise NonFiniteLogitsError(
+                f"the model returned NaN or infinite logits at step {step}; "
+                "check the model weights and dtype (fp16 overflow is a common cause)"
+            )
+        scored = method.score(logits, state, step)
+        batch.state = scored.state
+        scores = scored.scores
+        if bool(torch.isnan(scores).any() | torch.isposinf(scores).any()) or not bool(
+            torch.isfinite(scores).any(dim=-1).all()
+        ):
+            raise NonFiniteLogitsError(
+                f"method {method!r} produced NaN, +inf or no finite score at step {step}: its parameters "
+                "overflow fp32 scores; use a milder setting"
+            )
+        grammars = [item.constraint for item in batch.active_progress()]
+        masked, signal = constraints.constrain_scores(scores, scored.signal, logits, grammars)
+        return scored._replace(scores=masked, signal=signal)
+
+    @torch.inference_mode()
+    def _choose(self, scored: StepScores, sampling: Sampling, batch: _Batch) -> torch.Tensor:
+        """One token per active request: greedy (with the method's tie-break) or seeded sampling."""
+        items = batch.active_progress()
+        generators = [item.generator for item in items] if any(item.generator for item in items) else None
+        tokens = choose_tokens(
+            scored.scores,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            generators=generators,
+            tie_break=scored.tie_break,
+        )
+        constraints.advance([item.constraint for item in items], tokens)
+        return tokens
+
+    def _record(
+        self, tokens: torch.Tensor, logits: torch.Tensor, scored: StepScores, method: DecodingMethod, batch: _Batch
+    ) -> Generator[StepEvent, None, list[int]]:
+        """Append each request's token, yield its new text, and return the requests that finished."""
+        traces = None
+        if batch.progress[batch.active[0]].trace is not None:
+            traces = self._trace(logits, scored.scores, scored.signal, tokens, method.rows)
+        finished: list[int] = []
+        for slot, (index, token) in enumerate(zip(batch.active, tokens.tolist(), strict=True)):
+            item = batch.progress[index]
+            item.token_ids.append(token)
+            if traces is not None:
+                item.trace.append(traces[slot])
+            if token in self.stop_token_ids:
+                item.finish_reason = "stop"
+            else:
+                delta = item.assembler.add(token)
+                if item.assembler.stopped_by is not None or (item.constraint and item.constraint.finished):
+                    item.finish_reason = "stop"
+                elif len(item.token_ids) >= item.request.max_new_tokens:
+                    item.finish_reason = "length"
+                if delta:
+                    yield StepEvent(index, delta, len(item.token_ids))
+            if item.finish_reason is not None:
+                finished.append(index)
+        return finished
+
+    def _drop(self, finished: list[int], tokens: torch.Tensor, batch: _Batch) -> torch.Tensor:
+        """Remove finished requests from the caches and the method state; return the survivors' tokens."""
+        survivors = [slot for slot, index in enumerate(batch.active) if index not in finished]
+        batch.active = [batch.active[slot] for slot in survivors]
+        if not survivors:
+            return tokens[:0]
+        keep = torch.tensor(survivors, dtype=torch.long)
+        for group in batch.groups:
+            group.keep(keep)
+        keep = keep.to(tokens.device)
+        batch.state = {name: value[keep] for name, value in batch.state.items()}
+        return tokens[keep]
+
+    def _cancel_all(self, batch: _Batch, method: DecodingMethod) -> Iterator[StepEvent]:
+        for index in batch.active:
+            batch.progress[index].finish_reason = "cancelled"
+        yield from self._finish(batch.progress, batch.active, method)
 
     def _groups(self, rows: Sequence[RowSpec]) -> list[_RowGroup]:
         by_model: dict[str, list[int]] = {}
@@ -276,20 +368,25 @@ class Engine:
         ]
 
     def _prefill(
-        self, groups: list[_RowGroup], requests: Sequence[EngineRequest], method: DecodingMethod
-    ) -> tuple[torch.Tensor, State]:
-        with self.lock, torch.inference_mode():
-            return self._prefill_locked(groups, requests, method)
+        self,
+        groups: list[_RowGroup],
+        requests: Sequence[EngineRequest],
+        method: DecodingMethod,
+        cancel: threading.Event,
+    ) -> tuple[torch.Tensor, State] | None:
+        """Prefill every group; the first step's logits ``[B, R, V]`` and the method's initial state.
 
-    def _prefill_locked(
-        self, groups: list[_RowGroup], requests: Sequence[EngineRequest], method: DecodingMethod
-    ) -> tuple[torch.Tensor, State]:
+        ``None`` when ``cancel`` was set before or during the prefill.
+        """
         batch, row_count = len(requests), len(method.rows)
         logits: torch.Tensor | None = None
         prompt_logits: torch.Tensor | None = None
         for group in groups:
             prompts = [request.row_ids[p] for request in requests for p in group.row_positions]
-            last, mean = group.prefill(prompts, self.pad_token_id, method.needs_prompt_logits)
+            prefilled = group.prefill(prompts, self.pad_token_id, method.needs_prompt_logits, cancel, self.lock)
+            if prefilled is None:
+                return None
+            last, mean = prefilled
             if logits is None:
                 logits = last.new_empty((batch, row_count, last.shape[-1]))
                 if mean is not None:
@@ -297,7 +394,8 @@ class Engine:
             logits[:, group.row_positions] = last.view(batch, group.rows_per_request, -1)
             if mean is not None:
                 prompt_logits[:, group.row_positions] = mean.view(batch, group.rows_per_request, -1)
-        return logits, method.initial_state(prompt_logits)
+        with torch.inference_mode():
+            return logits, method.initial_state(prompt_logits)
 
     def _forward(self, groups: list[_RowGroup], tokens: torch.Tensor, row_count: int) -> torch.Tensor:
         with self.lock, torch.inference_mode():
@@ -313,35 +411,6 @@ class Engine:
                 logits = group_logits.new_empty((tokens.shape[0], row_count, group_logits.shape[-1]))
             logits[:, group.row_positions] = group_logits.view(tokens.shape[0], group.rows_per_request, -1)
         return logits
-
-    @torch.inference_mode()
-    def _choose(
-        self,
-        logits: torch.Tensor,
-        state: State,
-        step: int,
-        method: DecodingMethod,
-        sampling: Sampling,
-        items: list[_Progress],
-        trace: bool,
-    ) -> tuple[torch.Tensor, State, list[TokenTrace] | None]:
-        non_finite = ~torch.isfinite(logits).all()
-        scores, signal, state, tie_break = method.score(logits, state, step)
-        grammars = [item.constraint for item in items]
-        scores, signal = constraints.constrain_scores(scores, signal, logits, grammars)
-        generators = [item.generator for item in items] if any(item.generator for item in items) else None
-        tokens = choose_tokens(
-            scores, temperature=sampling.temperature, top_p=sampling.top_p, generators=generators, tie_break=tie_break
-        )
-        constraints.advance(grammars, tokens)
-        if bool(non_finite):
-            raise NonFiniteLogitsError(
-                f"the model returned NaN or infinite logits at step {step}; "
-                "check the model weights and dtype (fp16 overflow is a common cause)"
-            )
-        if not trace:
-            return tokens, state, None
-        return tokens, state, self._trace(logits, scores, signal, tokens, method.rows)
 
     def _trace(
         self,

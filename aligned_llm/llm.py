@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, overload
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from aligned_llm.constraints import DEFAULT_CONSTRAINED_ALIGNMENT, Constraint, grammars_for
+from aligned_llm.async_steps import next_in_thread
+from aligned_llm.constraints import Constraint, grammars_for
 from aligned_llm.engine import Engine, EngineRequest, Sampling, StepEvent
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
 from aligned_llm.loading import (
@@ -25,12 +28,12 @@ from aligned_llm.loading import (
     resolve_dtype,
 )
 from aligned_llm.methods import DecodingMethod
-from aligned_llm.methods.aad import DPO_ADAPTER
-from aligned_llm.methods.pad import REWARD_ADAPTER
 from aligned_llm.prompts import ChatFormat, Conversation, Prompt, normalize_prompts
+from aligned_llm.registry import registered_methods
 from aligned_llm.result import GenerationResult, StreamDelta
 from aligned_llm.reward import attach_value_head, find_value_head
-from aligned_llm.settings import DEFAULT_MAX_NEW_TOKENS, DecodeSettings, Profile
+from aligned_llm.settings import DecodeSettings
+from aligned_llm.setup import ADAPTERS_OFF, DPO_ADAPTER, POLICY, REFERENCE, REWARD, REWARD_ADAPTER, ModelSetup
 from aligned_llm.tools import AnswerReader, read_answers
 
 ModelSource = Union[str, os.PathLike[str], "AlignedLLM"]
@@ -76,11 +79,12 @@ class AlignedLLM:
         generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         stop_ids = self.chat_format.stop_token_ids(generation_eos)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids[0] if stop_ids else 0)
-        models = {"policy": self.model, "reference": self.reference, "reward": self.reward_model}
+        models = {POLICY: self.model, REFERENCE: self.reference, REWARD: self.reward_model}
         self._engine = Engine(
             {key: value for key, value in models.items() if value is not None}, tokenizer, stop_ids, pad_id
         )
-        self._running: set[threading.Event] = set()
+        self._running: weakref.WeakSet[threading.Event] = weakref.WeakSet()
+        """Cancel flags of the generations not yet finished (a stream's from its creation)."""
 
     @classmethod
     def from_pretrained(
@@ -151,118 +155,125 @@ class AlignedLLM:
                 return value
         return int(min(self.tokenizer.model_max_length, 2**31 - 1))
 
+    @property
+    def stop_token_ids(self) -> frozenset[int]:
+        """Token ids that end a generation: EOS and the chat template's end-of-turn tokens."""
+        return self._engine.stop_token_ids
+
+    @property
+    def setup(self) -> ModelSetup:
+        """The models and adapters this instance holds, as methods see them when they build their rows."""
+        return ModelSetup(
+            models=frozenset(self._engine.models),
+            adapters={
+                name: frozenset(getattr(model, "peft_config", {})) for name, model in self._engine.models.items()
+            },
+        )
+
+    @property
+    def has_adapter_pair(self) -> bool:
+        """Whether a DPO LoRA adapter is loaded on the model (adapter on = DPO, off = SFT)."""
+        return self.setup.has_adapter(DPO_ADAPTER)
+
+    def available_methods(self) -> list[str]:
+        """The registered methods this instance can decode with (those whose models and adapters are loaded)."""
+        names = []
+        for name, cls in registered_methods().items():
+            try:
+                cls.build({parameter.name: parameter.default for parameter in cls.parameters}, self.setup)
+            except InvalidSettingError:
+                continue
+            names.append(name)
+        return names
+
     @overload
     def generate(self, prompt: Prompt, **settings: Any) -> GenerationResult: ...
 
     @overload
     def generate(self, prompt: Sequence[Prompt], **settings: Any) -> list[GenerationResult]: ...
 
-    def generate(
-        self,
-        prompt: Prompt | Sequence[Prompt],
-        *,
-        method: str | DecodingMethod = "vanilla",
-        principle: str | None = None,
-        profile: Profile | None = None,
-        beta: float = 1.0,
-        opad_window: Any = "reference",
-        rho: float = 2.0,
-        k: int = 10,
-        pad_base: str = "profiled",
-        alpha: float = 0.1,
-        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        stop: str | Sequence[str] | None = None,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        trace: bool = False,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] = "auto",
-        parallel_tool_calls: bool = True,
-        response_format: Any = None,
-        constrained: bool = True,
-        constrained_alignment: str = DEFAULT_CONSTRAINED_ALIGNMENT,
-    ) -> GenerationResult | list[GenerationResult]:
+    def generate(self, prompt: Prompt | Sequence[Prompt], **settings: Any) -> GenerationResult | list[GenerationResult]:
         """Decode a prompt (string or messages), or a list of prompts as ONE batch.
 
-        ``method``: ``"vanilla"`` (with a ``principle`` or ``profile``: direct prompting),
-        ``"opad"`` (``principle``; strength ``beta``, window ``opad_window``), ``"linear"``
-        (``principle``; strength ``rho``), ``"pad"`` (``profile``; reward weight ``beta``, ``k``
-        candidates, ``pad_base``), ``"aad"`` (needs a DPO/SFT pair; ``alpha``), or a
-        ``DecodingMethod``. ``temperature=0`` is greedy; otherwise sampling with ``top_p`` and
-        ``seed``. ``stop`` strings end the text and are cut from it. ``trace=True`` records
-        per-token log-probs, scores and the method's signal.
+        ``settings`` are checked against the method registry before any model work
+        (``aligned_llm.setting_names()`` lists them): ``method`` (``"vanilla"`` — with a
+        ``principle`` or ``profile``: direct prompting —, ``"opad"``, ``"linear"``, ``"pad"``,
+        ``"aad"``, any registered method, or a ``DecodingMethod``), the method's own parameters
+        (``beta``, ``opad_window``, ``rho``, ``k``, ``pad_base``, ``alpha``, …), ``principle``,
+        ``profile``, ``max_new_tokens``, ``stop`` (strings that end the text, cut from it),
+        ``temperature`` (0 = greedy), ``top_p``, ``seed`` and ``trace`` (per-token log-probs,
+        scores and the method's signal). An unknown name raises ``InvalidSettingError``.
 
         Tool calling and structured output (docs/tools.md): ``tools`` (OpenAI function specs),
-        ``tool_choice`` (``"auto"``, ``"none"``, ``"required"`` or a tool name),
-        ``parallel_tool_calls``, ``response_format`` (``{"type": "json_object"}``, a
-        ``json_schema`` dict or a pydantic class); ``constrained=True`` makes every call and JSON
+        ``tool_choice``, ``parallel_tool_calls``, ``response_format`` (``{"type": "json_object"}``,
+        a ``json_schema`` dict or a pydantic class); ``constrained=True`` makes every call and JSON
         answer valid by grammar, ``constrained_alignment`` says whether the method steers inside
-        them (``"steer"``) or not (``"off"``). Calls land in ``result.tool_calls``, the parsed
-        answer in ``result.parsed``.
+        them. Calls land in ``result.tool_calls``, the parsed answer in ``result.parsed``.
         """
-        settings = DecodeSettings(
-            method=method, principle=principle, profile=profile, beta=beta, opad_window=opad_window, rho=rho, k=k,
-            pad_base=pad_base, alpha=alpha, max_new_tokens=max_new_tokens, stop=stop, temperature=temperature,
-            top_p=top_p, seed=seed, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
-            response_format=response_format, constrained=constrained, constrained_alignment=constrained_alignment,
-        )  # fmt: skip
-        conversations, is_batch = normalize_prompts(prompt)
-        decoding = self.method_for(settings)
-        results: list[GenerationResult | None] = [None] * len(conversations)
-        for event in self._run(self._requests(conversations, settings, decoding), decoding, settings, trace):
+        job = self._prepare(prompt, settings)
+        results: list[GenerationResult | None] = [None] * job.count
+        for event in self._run(job, threading.Event()):
             if event.result is not None:
                 results[event.index] = event.result
-        return list(results) if is_batch else results[0]  # type: ignore[return-value]
+        return list(results) if job.is_batch else results[0]  # type: ignore[return-value]
+
+    async def agenerate(
+        self, prompt: Prompt | Sequence[Prompt], **settings: Any
+    ) -> GenerationResult | list[GenerationResult]:
+        """:meth:`generate` without blocking the event loop: each step runs on a worker thread.
+
+        Settings are checked at once; cancelling the awaiting task stops decoding at its next step.
+        """
+        job = self._prepare(prompt, settings)
+        cancel = threading.Event()
+        events = self._run(job, cancel)
+        results: list[GenerationResult | None] = [None] * job.count
+        try:
+            while (event := await next_in_thread(events, cancel)) is not None:
+                if event.result is not None:
+                    results[event.index] = event.result
+        finally:
+            events.close()
+        return list(results) if job.is_batch else results[0]  # type: ignore[return-value]
 
     def stream(self, prompt: Prompt, **settings: Any) -> GenerationStream:
         """Like :meth:`generate` for one prompt, yielding text deltas as they are decided.
 
         Their concatenation equals ``generate(...).text``; the finished
         :class:`GenerationResult` is on ``.result`` once the iterator is exhausted. With tools,
-        iterate ``.deltas()`` instead to receive the tool-call pieces too.
+        iterate ``.deltas()`` (or ``.adeltas()``) to receive the tool-call pieces too. The stream
+        is also an async iterator (``async for delta in llm.stream(...)``), each step on a
+        worker thread. Settings are checked now; decoding starts on the first step.
         """
-        conversations, is_batch = normalize_prompts(prompt)
-        if is_batch:
+        if normalize_prompts(prompt)[1]:
             raise InvalidSettingError("prompt", "stream() takes one prompt; use generate() for a list of prompts")
-        trace = bool(settings.pop("trace", False))
-        decode_settings = DecodeSettings(**settings)
-        decoding = self.method_for(decode_settings)
-        requests = self._requests(conversations, decode_settings, decoding)
-        return GenerationStream(lambda cancel: self._run(requests, decoding, decode_settings, trace, cancel))
+        job = self._prepare(prompt, settings)
+        cancel = threading.Event()
+        self._running.add(cancel)
+        return GenerationStream(self._run(job, cancel), cancel)
+
+    def astream(self, prompt: Prompt, **settings: Any) -> GenerationStream:
+        """:meth:`stream` for ``async for``: the same stream, whose steps run on a worker thread."""
+        return self.stream(prompt, **settings)
 
     def cancel(self) -> None:
-        """Stop every generation in progress at its next step; each ends as ``"cancelled"``."""
+        """Stop every generation in progress (streams not yet started included) at its next step."""
         for running in list(self._running):
             running.set()
 
-    @property
-    def has_adapter_pair(self) -> bool:
-        """Whether a DPO LoRA adapter is loaded on the model (adapter on = DPO, off = SFT)."""
-        return DPO_ADAPTER in getattr(self.model, "peft_config", {})
-
     def method_for(self, settings: DecodeSettings) -> DecodingMethod:
-        """The method ``settings`` asks for, wired to the models this instance holds."""
-        if settings.method == "aad" and self.reference is None and not self.has_adapter_pair:
-            raise InvalidSettingError(
-                "method",
-                "'aad' needs a DPO/SFT pair: from_pretrained(dpo, reference=sft), "
-                "from_pretrained(sft, adapter=dpo_lora) or AlignedLLM.default(adapter='bundled')",
-            )
-        has_reward_adapter = REWARD_ADAPTER in getattr(self.model, "peft_config", {})
-        pad_reward = "model" if self.reward_model is not None else "adapter" if has_reward_adapter else "zero-shot"
-        decoding = settings.method_for(
-            aad_pair="models" if self.reference is not None else "adapter", pad_reward=pad_reward
-        )
+        """The method ``settings`` asks for, built for the models this instance holds."""
+        decoding = settings.build_method(self.setup)
+        setup = self.setup
         for row in decoding.rows:
-            if row.model not in self._engine.models:
+            if not setup.has(row.model):
                 raise InvalidSettingError(
                     "method", f"row {row.name!r} needs a {row.model!r} model, which is not loaded"
                 )
-            adapters = getattr(self._engine.models[row.model], "peft_config", {})
-            if row.adapter not in (None, "__base__") and row.adapter not in adapters:
+            adapters = setup.adapters.get(row.model, frozenset())
+            if row.adapter not in (None, ADAPTERS_OFF) and row.adapter not in adapters:
                 raise InvalidSettingError("method", f"row {row.name!r} needs the adapter {row.adapter!r}, not loaded")
-            if row.adapter == "__base__" and not adapters:
+            if row.adapter == ADAPTERS_OFF and not adapters:
                 raise InvalidSettingError("method", f"row {row.name!r} turns adapters off, but none is loaded")
         return decoding
 
@@ -274,6 +285,18 @@ class AlignedLLM:
         guided = self.chat_format.with_guidance(conversation, settings.principle, settings.profile)
         tool_prompt = settings.output.prompt()
         return [self.chat_format.encode(guided if row.guided else conversation, tool_prompt) for row in decoding.rows]
+
+    def check(self, prompt: Prompt | Sequence[Prompt], **settings: Any) -> None:
+        """Everything :meth:`generate` checks before any model work (settings, method, prompts), without decoding."""
+        self._prepare(prompt, settings)
+
+    def _prepare(self, prompt: Prompt | Sequence[Prompt], settings: Mapping[str, Any]) -> _Job:
+        """Check the settings, build the method and render every prompt: all before any model work."""
+        decode_settings = DecodeSettings(**settings)
+        conversations, is_batch = normalize_prompts(prompt)
+        decoding = self.method_for(decode_settings)
+        requests = self._requests(conversations, decode_settings, decoding)
+        return _Job(requests, decoding, decode_settings, is_batch)
 
     def _requests(
         self, conversations: list[Conversation], settings: DecodeSettings, decoding: DecodingMethod
@@ -307,26 +330,18 @@ class AlignedLLM:
         grammars = grammars_for(self.tokenizer, vocab_size, sorted(self._engine.stop_token_ids))
         return Constraint(
             grammars.compile(spec),
-            whole=spec.response is not None,
-            alignment=settings.constrained_alignment,  # type: ignore[arg-type]
+            whole=spec.response is not None or spec.choice.mode == "required",
+            alignment=settings.constrained_alignment,
             token_bytes=grammars.token_bytes,
         )
 
-    def _run(
-        self,
-        requests: list[EngineRequest],
-        decoding: DecodingMethod,
-        settings: DecodeSettings,
-        trace: bool,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[StepEvent]:
-        """Run checked requests on the engine, registered so that :meth:`cancel` reaches them."""
-        cancel = cancel or threading.Event()
-        sampling = Sampling(settings.temperature, settings.top_p)
+    def _run(self, job: _Job, cancel: threading.Event) -> Iterator[StepEvent]:
+        """Run a checked job on the engine, registered so that :meth:`cancel` reaches it."""
         self._running.add(cancel)
+        sampling = Sampling(job.settings.temperature, job.settings.top_p)
         try:
-            events = self._engine.run(requests, decoding, sampling, trace=trace, cancel=cancel)
-            spec = settings.output
+            events = self._engine.run(job.requests, job.decoding, sampling, trace=job.settings.trace, cancel=cancel)
+            spec = job.settings.output
             if not spec.is_free_text:
                 calls, response = spec.calls_tools, spec.response
                 events = read_answers(events, lambda: AnswerReader(calls, response))
@@ -335,32 +350,68 @@ class AlignedLLM:
             self._running.discard(cancel)
 
 
-class GenerationStream(Iterator[str]):
-    """Text deltas of one generation; ``.result`` holds the outcome after the last delta."""
+@dataclass(frozen=True)
+class _Job:
+    """A checked generation, ready for the engine."""
 
-    def __init__(self, start: Callable[[threading.Event], Iterator[StepEvent]]) -> None:
+    requests: list[EngineRequest]
+    decoding: DecodingMethod
+    settings: DecodeSettings
+    is_batch: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+
+class GenerationStream(Iterator[str], AsyncIterator[str]):
+    """Text deltas of one generation; ``.result`` holds the outcome after the last delta.
+
+    Iterate it with ``for`` (each step on the calling thread) or ``async for`` (each step on a
+    worker thread, so the event loop keeps running); :meth:`cancel` stops it at the next step
+    and :meth:`close` abandons it.
+    """
+
+    def __init__(self, events: Iterator[StepEvent], cancel: threading.Event) -> None:
         self.result: GenerationResult | None = None
         self.generated_tokens = 0
-        self._cancel = threading.Event()
-        self._events = start(self._cancel)
+        self._cancel = cancel
+        self._events = events
 
     def __next__(self) -> str:
-        for event in self._events:
-            self.generated_tokens = event.generated_tokens
-            if event.result is not None:
-                self.result = event.result
-            if event.delta:
-                return event.delta
+        while (delta := self._next_delta()) is not None:
+            if delta.text:
+                return delta.text
         raise StopIteration
 
     def deltas(self) -> Iterator[StreamDelta]:
-        """Prose text and tool-call pieces as they are decided (use instead of iterating)."""
+        """Prose text and tool-call pieces as they are decided (use instead of iterating the text)."""
+        while (delta := self._next_delta()) is not None:
+            yield delta
+
+    async def adeltas(self) -> AsyncIterator[StreamDelta]:
+        """:meth:`deltas` for ``async for``, each step on a worker thread."""
+        while (delta := await next_in_thread(_Steps(self._next_delta), self._cancel)) is not None:
+            yield delta
+
+    def _next_delta(self) -> StreamDelta | None:
+        """The next event that carries text or tool-call pieces, or ``None`` at the end."""
         for event in self._events:
             self.generated_tokens = event.generated_tokens
             if event.result is not None:
                 self.result = event.result
             if event.delta or event.tool_calls:
-                yield StreamDelta(event.delta, event.tool_calls)
+                return StreamDelta(event.delta, event.tool_calls)
+        return None
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> str:
+        delta = await next_in_thread(self, self._cancel)
+        if delta is None:
+            raise StopAsyncIteration
+        return delta
 
     def cancel(self) -> None:
         """Stop this generation at the next step."""
@@ -369,3 +420,20 @@ class GenerationStream(Iterator[str]):
     def close(self) -> None:
         """Abandon the generation and release the model."""
         self._events.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, for ``async`` code."""
+        self.close()
+
+
+class _Steps(Iterator[StreamDelta]):
+    """A step function as an iterator (``None`` ends it), for ``next_in_thread``."""
+
+    def __init__(self, step: Callable[[], StreamDelta | None]) -> None:
+        self._step = step
+
+    def __next__(self) -> StreamDelta:
+        delta = self._step()
+        if delta is None:
+            raise StopIteration
+        return delta

@@ -44,6 +44,18 @@ def _is_conversation(value: object) -> bool:
     )
 
 
+def check_text(parameter: str, text: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate such as U+D800): no tokenizer can read it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidSettingError(
+            parameter,
+            f"holds {text[error.start]!r} at index {error.start}, a lone surrogate that is not valid Unicode text; "
+            "decode the text with errors='replace' (or fix its source) first",
+        ) from None
+
+
 def normalize_prompts(prompt: Prompt | Sequence[Prompt]) -> tuple[list[Conversation], bool]:
     """Return the conversations to decode and whether the input was a batch (a list of prompts)."""
     if isinstance(prompt, str) or _is_conversation(prompt):
@@ -61,6 +73,7 @@ def _to_conversation(prompt: object, where: str) -> Conversation:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise InvalidSettingError(where, "must not be empty")
+        check_text(where, prompt)
         return [{"role": "user", "content": prompt}]
     if not _is_conversation(prompt):
         raise InvalidSettingError(where, f"must be a string or a non-empty list of messages, got {prompt!r}")
@@ -74,6 +87,7 @@ def _to_conversation(prompt: object, where: str) -> Conversation:
             continue
         if not isinstance(content, str):
             raise InvalidSettingError(f"{where}[{i}].content", f"must be a string, got {type(content).__name__}")
+        check_text(f"{where}[{i}].content", content)
         conversation.append({"role": role, "content": content})
     if not any(message["content"].strip() or message.get("tool_calls") for message in conversation):
         raise InvalidSettingError(where, "every message is empty")
@@ -174,6 +188,9 @@ class ChatFormat:
         self, conversation: Conversation, principle: str | None, profile: str | Mapping[str, float] | None
     ) -> Conversation:
         """The conversation of the guided rows: principle and/or profile injected."""
+        check_text("principle", principle or "")
+        if profile is not None:
+            check_text("profile", render_profile(profile))
         guided = self.with_principle(conversation, principle or "")
         if profile is None or (isinstance(profile, str) and not profile.strip()):
             return guided

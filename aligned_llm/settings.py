@@ -1,138 +1,172 @@
-"""Decoding settings: validated in one place, before any model work starts."""
+"""Decoding settings: every setting given is checked against the registry, before any model work.
+
+A setting is either common (``common_settings.py``) or a parameter a registered method
+declares. Unknown names are refused with the list of valid ones; a method's own parameters
+are checked by its own declaration; a parameter of another method is still checked (by the
+declaration of a method that has it), so a typo'd range never passes silently.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Union
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
 
-from aligned_llm.constraints import DEFAULT_CONSTRAINED_ALIGNMENT, OutputSpec, output_spec
+from aligned_llm.common_settings import COMMON_PARAMETERS, DEFAULT_MAX_NEW_TOKENS, OUTPUT_SETTINGS, Profile
+from aligned_llm.constraints import OutputSpec, output_spec
 from aligned_llm.errors import InvalidSettingError
-from aligned_llm.methods import AAD, METHODS, OPAD, PAD, DecodingMethod, LinearAlignment, Vanilla
-from aligned_llm.methods.opad import OpadWindow
+from aligned_llm.methods import DecodingMethod
+from aligned_llm.registry import method_class, method_parameters
+from aligned_llm.setup import ModelSetup
 
-DEFAULT_MAX_NEW_TOKENS = 512
-Profile = Union[str, Mapping[str, float]]
-
-
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise InvalidSettingError(name, f"must be a number, got {value!r}")
-    return float(value)
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DecodeSettings", "Profile", "check_setting", "setting_names"]
 
 
-def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    strings = (stop,) if isinstance(stop, str) else tuple(stop)
-    for string in strings:
-        if not isinstance(string, str) or not string:
-            raise InvalidSettingError("stop", f"must be non-empty strings, got {string!r}")
-    return strings
+def setting_names() -> list[str]:
+    """Every valid setting: ``method``, the common settings, then each registered method parameter."""
+    return ["method", *(parameter.name for parameter in COMMON_PARAMETERS), *method_parameters()]
 
 
-def _check_profile(profile: object) -> None:
-    if profile is None or isinstance(profile, str):
-        return
-    if not isinstance(profile, Mapping) or not profile:
-        raise InvalidSettingError("profile", f"must be text or a non-empty {{dimension: weight}} dict, got {profile!r}")
-    for dimension, weight in profile.items():
-        if not isinstance(dimension, str) or not dimension.strip():
-            raise InvalidSettingError("profile", f"dimension names must be non-empty strings, got {dimension!r}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
-            raise InvalidSettingError(
-                "profile", f"weight of {dimension!r} must be a finite number >= 0, got {weight!r}"
-            )
-    if not any(profile.values()):
-        raise InvalidSettingError("profile", "at least one dimension needs a weight > 0")
+def check_setting(name: str, value: Any) -> Any:
+    """One setting on its own (e.g. an integration's field): the value to use, or an error naming it.
+
+    Unlike :class:`DecodeSettings`, nothing is checked across settings (a method's guidance may
+    still come per call).
+    """
+    if name == "method":
+        if isinstance(value, DecodingMethod):
+            return value
+        method_class(value)
+        return value
+    common = {parameter.name: parameter for parameter in COMMON_PARAMETERS}
+    if name in common:
+        return common[name].validate(value)
+    declared = method_parameters()
+    if name not in declared:
+        raise InvalidSettingError(name, f"is not a setting; the settings are {', '.join(setting_names())}")
+    return _validate_elsewhere(value, declared[name])
 
 
-@dataclass(frozen=True)
-class DecodeSettings:
+class DecodeSettings(Mapping[str, Any]):
     """Everything that decides how a prompt is decoded; invalid values raise on construction.
 
-    ``method`` is a method name (``"vanilla"``, ``"opad"``, ``"linear"``, ``"pad"``,
-    ``"aad"``) or a ready ``DecodingMethod``. ``beta`` is OPAD's strength (> 0) or PAD's
-    reward weight (>= 0); ``opad_window`` configures OPAD, ``rho`` the linear baseline, ``k``
-    and ``pad_base`` PAD, ``alpha`` AAD. ``principle`` and ``profile`` are the guidance
-    rendered into the guided rows (both may be given).
-
-    Tool calling and structured output (docs/tools.md): ``tools``, ``tool_choice``,
-    ``parallel_tool_calls``, ``response_format``, ``constrained`` (grammar on or off) and
-    ``constrained_alignment`` (what the method does inside a tool call or JSON answer);
-    validated by ``constraints.output_spec`` into ``output``.
+    Construct it with keywords (``DecodeSettings(method="opad", principle="Be brief.",
+    beta=2.0)``); read values as attributes (``settings.beta``) or as a mapping. ``method``
+    is a registered method name (``aligned_llm.registry.registered_methods()``) or a ready
+    ``DecodingMethod``. Settings not given take the chosen method's defaults (or, for other
+    methods' parameters, their declared defaults). Immutable; :meth:`replace` makes a copy.
     """
 
-    method: str | DecodingMethod = "vanilla"
-    principle: str | None = None
-    profile: Profile | None = None
-    beta: float = 1.0
-    opad_window: OpadWindow = "reference"
-    rho: float = 2.0
-    k: int = 10
-    pad_base: str = "profiled"
-    alpha: float = 0.1
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    stop: tuple[str, ...] = ()
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    # tool calling and structured output
-    tools: Any = None
-    tool_choice: Any = "auto"
-    parallel_tool_calls: bool = True
-    response_format: Any = None
-    constrained: bool = True
-    constrained_alignment: str = DEFAULT_CONSTRAINED_ALIGNMENT
-    output: OutputSpec = field(init=False, repr=False, compare=False, default=OutputSpec())
+    __slots__ = ("_given", "_output", "_values")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "stop", _stop_strings(self.stop))
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise InvalidSettingError("max_new_tokens", f"must be an integer >= 1, got {self.max_new_tokens!r}")
-        temperature = _number("temperature", self.temperature)
-        if not 0 <= temperature < math.inf:
-            raise InvalidSettingError("temperature", f"must be >= 0 (0 = greedy), got {self.temperature!r}")
-        top_p = _number("top_p", self.top_p)
-        if not 0 < top_p <= 1:
-            raise InvalidSettingError("top_p", f"must be in (0, 1], got {self.top_p!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
-            raise InvalidSettingError("seed", f"must be None or an integer >= 0, got {self.seed!r}")
-        if self.principle is not None and not isinstance(self.principle, str):
-            raise InvalidSettingError("principle", f"must be a string, got {type(self.principle).__name__}")
-        _check_profile(self.profile)
-        _number("beta", self.beta)
-        self.method_for()
-        output = output_spec(
-            self.tools, self.tool_choice, self.parallel_tool_calls, self.response_format, self.constrained,
-            self.constrained_alignment,
-        )  # fmt: skip
-        object.__setattr__(self, "output", output)
+    def __init__(self, **settings: Any) -> None:
+        """Check every setting given; raise ``InvalidSettingError`` naming the first bad one."""
+        values = _resolve(settings)
+        output = output_spec(*(values[name] for name in OUTPUT_SETTINGS), values["constrained_alignment"])
+        object.__setattr__(self, "_values", MappingProxyType(values))
+        object.__setattr__(self, "_given", frozenset(settings))
+        object.__setattr__(self, "_output", output)
 
-    def method_for(self, *, aad_pair: str = "adapter", pad_reward: str = "zero-shot") -> DecodingMethod:
-        """The configured method for a model setup (which AAD pair, which PersRM is loaded)."""
-        method = self._build(aad_pair, pad_reward)
-        required = getattr(method, "requires", None)
-        if required is not None and getattr(self, required) is None:
-            raise InvalidSettingError(
-                required, f"method {method.name!r} contrasts contexts with and without a {required}: give one"
-            )
-        return method
+    @property
+    def output(self) -> OutputSpec:
+        """What the answer must be (tool calls, JSON), checked together; free text when nothing is set."""
+        return self._output
 
-    def _build(self, aad_pair: str, pad_reward: str) -> DecodingMethod:
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"DecodeSettings has no setting {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("DecodeSettings is immutable: use replace(...)")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DecodeSettings) and dict(self._values) == dict(other._values)
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self._values.items())))
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{name}={self._values[name]!r}" for name in self._values if name in self._given)
+        return f"DecodeSettings({given})"
+
+    @property
+    def given(self) -> frozenset[str]:
+        """The names set explicitly (the rest are defaults)."""
+        return self._given
+
+    def replace(self, **changes: Any) -> DecodeSettings:
+        """A copy with ``changes`` applied (checked like a new one)."""
+        return DecodeSettings(**{**{name: self._values[name] for name in self._given}, **changes})
+
+    def method_settings(self) -> dict[str, Any]:
+        """The chosen method's own parameters (empty for a ready ``DecodingMethod``)."""
+        if isinstance(self.method, DecodingMethod):
+            return {}
+        return {parameter.name: self._values[parameter.name] for parameter in method_class(self.method).parameters}
+
+    def build_method(self, setup: ModelSetup) -> DecodingMethod:
+        """The configured method for the loaded models (its ``build``), or the ready instance given."""
         if isinstance(self.method, DecodingMethod):
             return self.method
-        if self.method == OPAD.name:
-            return OPAD(beta=self.beta, window=self.opad_window)
-        if self.method == LinearAlignment.name:
-            return LinearAlignment(rho=self.rho)
-        if self.method == PAD.name:
-            return PAD(beta=self.beta, k=self.k, reward=pad_reward, base=self.pad_base)
-        if self.method == AAD.name:
-            return AAD(alpha=self.alpha, pair=aad_pair)
-        if self.method == Vanilla.name:
-            return Vanilla()
+        return method_class(self.method).build(self.method_settings(), setup)
+
+
+def _resolve(given: Mapping[str, Any]) -> dict[str, Any]:
+    declared = method_parameters()
+    common = {parameter.name: parameter for parameter in COMMON_PARAMETERS}
+    for name in given:
+        if name != "method" and name not in common and name not in declared:
+            raise InvalidSettingError(name, f"is not a setting; the settings are {', '.join(setting_names())}")
+    method = given.get("method", "vanilla")
+    if isinstance(method, DecodingMethod):
+        own: dict[str, Any] = {}
+        requires = method.requires
+    else:
+        cls = method_class(method)
+        own = {parameter.name: parameter for parameter in cls.parameters}
+        requires = cls.requires
+    values: dict[str, Any] = {"method": method}
+    for name, parameter in common.items():
+        values[name] = parameter.validate(given[name]) if name in given else parameter.validate(parameter.default)
+    for name, declarations in declared.items():
+        if name in own:
+            values[name] = own[name].validate(given.get(name, own[name].default))
+        elif name in given:
+            values[name] = _validate_elsewhere(given[name], declarations)
+        else:
+            values[name] = declarations[0][1].default
+    if requires is not None:
+        _check_guidance(requires, values[requires], method)
+    return values
+
+
+def _validate_elsewhere(value: Any, declarations: list[tuple[str, Any]]) -> Any:
+    """A parameter of another method: valid when a method that declares it accepts the value."""
+    first_error: InvalidSettingError | None = None
+    for _method, parameter in declarations:
+        try:
+            return parameter.validate(value)
+        except InvalidSettingError as error:
+            first_error = first_error or error
+    assert first_error is not None
+    raise first_error
+
+
+def _check_guidance(requires: str, value: Any, method: str | DecodingMethod) -> None:
+    name = method if isinstance(method, str) else method.name
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise InvalidSettingError(
-            "method", f"must be one of {sorted(METHODS)} or a DecodingMethod, got {self.method!r}"
+            requires,
+            f"method {name!r} contrasts contexts with and without a {requires}: give a non-empty {requires}",
         )

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from aligned_llm.errors import InvalidSettingError, MissingPackageError
+from aligned_llm.registry import registered_methods
 from aligned_llm.result import GenerationResult, TokenTrace
 
 if TYPE_CHECKING:
@@ -26,14 +27,10 @@ if TYPE_CHECKING:
 ColourBy = Literal["signal", "kl"]
 Traced = GenerationResult | Sequence[TokenTrace] | Sequence[Mapping[str, object]]
 
-SIGNAL_LABELS: dict[str, str] = {
-    "vanilla": "signal (vanilla decoding moves nothing: 0)",
-    "opad": "OPAD reward (1/β)(r_t + r_{t−1}), r = log p(·|principle) − log p(·)",
-    "linear": "linear ρ·(z_c − z_u)",
-    "pad": "PAD β·reward of the chosen candidate",
-    "aad": "AAD advantage log p_DPO − log p_SFT",
-}
-"""What ``TokenTrace.signal`` means for each built-in method (legend and plot labels)."""
+def signal_label(method: str) -> str:
+    """What ``TokenTrace.signal`` means for ``method``: the registered method's own ``signal_label``."""
+    cls = registered_methods().get(method)
+    return cls.signal_label if cls is not None else "signal"
 
 _WHITE = (255, 255, 255)
 _RAISED = (178, 24, 43)
@@ -141,7 +138,7 @@ def token_html(traced: Traced, *, by: ColourBy = "signal", method: str | None = 
             f'style="background-color: {colour(value, scale)}; border-radius: 2px; padding: 1px 0">'
             f"{_visible(trace.text)}</span>"
         )
-    label = _kl_label(traces) if by == "kl" else SIGNAL_LABELS.get(name, "signal")
+    label = _kl_label(traces) if by == "kl" else signal_label(name)
     if scale > 0:
         gradient = f"linear-gradient(to right, {colour(-scale, scale)}, #fff, {colour(scale, scale)})"
         low = "0" if by == "kl" else f"{-scale:+.3g}"
@@ -210,7 +207,7 @@ def signal_figure(traced: Traced, *, method: str | None = None, max_ticks: int =
     signal_axes.plot(positions, [trace.signal for trace in traces], color="#b2182b", marker="o", markersize=3,
                      linewidth=1.2, label="signal")  # fmt: skip
     signal_axes.set_ylabel("signal")
-    signal_axes.set_title(f"{name}: {SIGNAL_LABELS.get(name, 'signal')}", fontsize=10, loc="left")
+    signal_axes.set_title(f"{name}: {signal_label(name)}", fontsize=10, loc="left")
     if has_kl:
         kl_axes = axes[1]
         kl_axes.plot(positions, [math.nan if kl is None else kl for kl in kls], color="#2166ac", marker="o",

@@ -1,8 +1,9 @@
 """The notebook tuning panel: pick a method, move β/ρ/k/α, generate, watch it stream and compare.
 
 ``TuningPanel(llm)`` holds ipywidgets (imported when a panel is built, so ``import aligned_llm``
-never needs them): a method selector, a slider per decoding setting (enabled only for the
-methods that use it), text areas for the prompt, principle and user profile, Generate and
+never needs them): a method selector, a control per registered method parameter (a slider for
+numbers, a dropdown for choices; enabled only for the methods that declare it), text areas
+for the prompt, principle and user profile, Generate and
 Stop buttons, a side-by-side baseline/aligned output that streams, a live tokens/s note, an
 error area, and after each run the token-level view and signal plot of ``token_view``.
 
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from aligned_llm.errors import MissingPackageError
-from aligned_llm.methods import METHODS
+from aligned_llm.parameters import Parameter
+from aligned_llm.registry import method_class, method_parameters
 from aligned_llm.result import GenerationResult
 from aligned_llm.token_view import signal_figure, token_html
 
@@ -36,8 +38,8 @@ if TYPE_CHECKING:
 PanelState = Literal["idle", "running", "done", "cancelled", "error"]
 Baseline = Literal["vanilla", "direct", "none"]
 
-SLIDERS: dict[str, str] = {"beta": "β", "rho": "ρ", "k": "k", "alpha": "α"}
-"""Method parameters with a slider: enabled only when the selected method has the parameter."""
+SYMBOLS: dict[str, str] = {"beta": "β", "rho": "ρ", "alpha": "α"}
+"""Greek letters for the built-in methods' parameter labels; other parameters show their name."""
 
 _UPDATE_EVERY_S = 0.05
 """Streamed text and the tokens/s note are redrawn at most this often (plus once at the end)."""
@@ -53,9 +55,27 @@ def _ipywidgets() -> Any:
     return ipywidgets
 
 
-def method_parameters(method: str) -> set[str]:
-    """The slider settings ``method`` reads (from the method's own ``settings()``)."""
-    return set(METHODS[method]().settings()) & set(SLIDERS)
+def parameters_of(method: str) -> set[str]:
+    """The parameter controls ``method`` reads: the parameters it declares."""
+    return {parameter.name for parameter in method_class(method).parameters}
+
+
+def _control(widgets: Any, name: str, declarations: list[tuple[str, Parameter]], style: dict[str, str]) -> Any:
+    """A widget for one method parameter: a dropdown for choices, a checkbox, a text box or a slider."""
+    parameter = declarations[0][1]
+    label = f"{SYMBOLS.get(name, name)} ({', '.join(method for method, _ in declarations)})"
+    tooltip = "; ".join(f"{method}: {declared.help}" for method, declared in declarations)
+    options = {"description": label, "style": style, "tooltip": tooltip}
+    if parameter.choices is not None:
+        return widgets.Dropdown(options=list(parameter.choices), value=parameter.default, **options)
+    if parameter.type is bool:
+        return widgets.Checkbox(value=bool(parameter.default), **options)
+    if parameter.type is str:
+        return widgets.Text(value=parameter.default or "", **options)
+    low, high = parameter.ui_range or (parameter.minimum or 0, max(10 * (parameter.default or 1), 1))
+    if parameter.type is int:
+        return widgets.IntSlider(value=parameter.default, min=int(low), max=int(high), **options)
+    return widgets.FloatSlider(value=parameter.default, min=low, max=high, step=(high - low) / 100, **options)
 
 
 @dataclass
@@ -118,7 +138,7 @@ class TuningPanel:
         self._columns: list[_Column] = []
         self._lock = threading.Lock()
 
-        methods = [name for name in METHODS if name != "aad" or self._has_pair()]
+        methods = llm.available_methods()
         wide = widgets.Layout(width="100%")
         slider_style = {"description_width": "110px"}
         self.method = widgets.Dropdown(options=methods, value=method, description="method", style=slider_style)
@@ -126,13 +146,14 @@ class TuningPanel:
             options=[("vanilla (prompt only)", "vanilla"), ("direct prompting", "direct"), ("none", "none")],
             value=baseline, description="compare with", style=slider_style,
         )  # fmt: skip
-        self.beta = widgets.FloatSlider(value=1.0, min=0.0, max=5.0, step=0.05, description="β (OPAD, PAD)",
-                                        style=slider_style)  # fmt: skip
-        self.rho = widgets.FloatSlider(value=2.0, min=0.0, max=10.0, step=0.1, description="ρ (linear)",
-                                       style=slider_style)  # fmt: skip
-        self.k = widgets.IntSlider(value=10, min=1, max=50, description="k (PAD)", style=slider_style)
-        self.alpha = widgets.FloatSlider(value=0.1, min=0.01, max=1.0, step=0.01, description="α (AAD)",
-                                         style=slider_style)  # fmt: skip
+        self.controls: dict[str, Any] = {
+            name: _control(widgets, name, declarations, slider_style)
+            for name, declarations in method_parameters().items()
+        }
+        """A control per registered method parameter, by name (also attributes: ``panel.beta``, ``panel.k``, …)."""
+        for name, control in self.controls.items():
+            if not hasattr(self, name):
+                setattr(self, name, control)
         self.temperature = widgets.FloatSlider(value=0.0, min=0.0, max=2.0, step=0.05, description="temperature",
                                                style=slider_style)  # fmt: skip
         self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p",
@@ -160,7 +181,7 @@ class TuningPanel:
         self.generate_button.on_click(lambda _button: self.generate())
         self.stop_button.on_click(lambda _button: self.stop())
 
-        sliders = widgets.VBox([self.method, self.beta, self.rho, self.k, self.alpha])
+        sliders = widgets.VBox([self.method, *self.controls.values()])
         sampling = widgets.VBox([self.baseline, self.temperature, self.top_p, self.max_new_tokens, self.seed])
         outputs = widgets.HBox([
             widgets.VBox([self.baseline_title, self.baseline_output], layout=widgets.Layout(width="50%")),
@@ -177,19 +198,16 @@ class TuningPanel:
         ])  # fmt: skip
         self._on_settings_change()
 
-    def _has_pair(self) -> bool:
-        return self.llm.reference is not None or self.llm.has_adapter_pair
-
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
 
     # --- settings -------------------------------------------------------------------------
 
     def _on_settings_change(self, _change: object = None) -> None:
-        """Enable the sliders the selected method reads; top-p and seed only when sampling."""
-        used = method_parameters(self.method.value)
-        for name in SLIDERS:
-            getattr(self, name).disabled = name not in used
+        """Enable the controls the selected method reads; top-p and seed only when sampling."""
+        used = parameters_of(self.method.value)
+        for name, control in self.controls.items():
+            control.disabled = name not in used
         sampling = self.temperature.value > 0
         self.top_p.disabled = not sampling
         self.seed.disabled = not sampling
@@ -202,9 +220,9 @@ class TuningPanel:
     def settings(self) -> dict[str, Any]:
         """The ``stream`` settings the widgets hold now (only those the method reads, plus sampling)."""
         method = self.method.value
-        used = method_parameters(method)
+        used = parameters_of(method)
         settings: dict[str, Any] = {"method": method, "max_new_tokens": self.max_new_tokens.value}
-        settings.update({name: getattr(self, name).value for name in SLIDERS if name in used})
+        settings.update({name: control.value for name, control in self.controls.items() if name in used})
         settings.update(self._guidance())
         if self.temperature.value > 0:
             settings.update(temperature=self.temperature.value, top_p=self.top_p.value, seed=self.seed.value)

@@ -1,7 +1,7 @@
 """Independent re-computations of the spec formulas for the tests.
 
 Deliberately naive: every step re-runs each context from scratch in its own unbatched
-forward (no KV cache, no padding), then applies the formula of algorithms.md literally.
+forward (no KV cache, no padding), then applies the formula of docs/methods.md literally.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def greedy_vanilla(model, prompt: list[int], max_new_tokens: int, eos: set[int])
 def greedy_opad(
     model, constrained: list[int], unconstrained: list[int], beta: float, window, max_new_tokens: int, eos: set[int]
 ) -> list[int]:
-    """OPAD per algorithms.md §1, two separate forwards per step."""
+    """OPAD per docs/methods.md ("OPAD"), two separate forwards per step."""
     out: list[int] = []
     previous_c = previous_u = None
     for step in range(max_new_tokens):
@@ -85,7 +85,7 @@ def greedy_linear(
 
 
 def greedy_pad(base, reward, reference, beta: float, k: int, max_new_tokens: int, eos: set[int]) -> list[int]:
-    """PAD per algorithms.md §2. ``base``/``reward``/``reference``: callables from the
+    """PAD per docs/methods.md ("PAD"). ``base``/``reward``/``reference``: callables from the
     generated ids so far to that context's next-token logits, each its own forward."""
     out: list[int] = []
     for _ in range(max_new_tokens):
@@ -100,7 +100,7 @@ def greedy_pad(base, reward, reference, beta: float, k: int, max_new_tokens: int
 
 
 def greedy_aad(dpo, sft, alpha: float, max_new_tokens: int, eos: set[int]) -> list[int]:
-    """AAD per algorithms.md §3; ties in the advantage go to the likelier DPO token."""
+    """AAD per docs/methods.md ("AAD"); ties in the advantage go to the likelier DPO token."""
     import math
 
     out: list[int] = []
@@ -112,3 +112,40 @@ def greedy_aad(dpo, sft, alpha: float, max_new_tokens: int, eos: set[int]) -> li
         if token in eos:
             break
     return out
+
+
+class NaiveTextAssembler:
+    """Stop-string handling done the obvious way: every stop searched in the whole text at every token."""
+
+    def __init__(self, tokenizer, stop_strings=()) -> None:
+        self._tokenizer = tokenizer
+        self._stop_strings = tuple(stop_strings)
+        self._ids: list[int] = []
+        self.text = ""
+        self.stopped_by = None
+
+    def add(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        full = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        hits = [(full.find(stop), stop) for stop in self._stop_strings if stop in full]
+        if hits:
+            index, self.stopped_by = min(hits)
+            return self._emit(full[:index])
+        if full.endswith("\ufffd"):
+            return ""
+        pending = max(
+            (size for stop in self._stop_strings for size in range(1, min(len(stop) - 1, len(full)) + 1)
+             if full.endswith(stop[:size])),
+            default=0,
+        )  # fmt: skip
+        return self._emit(full[: len(full) - pending])
+
+    def finish(self) -> str:
+        if self.stopped_by is not None:
+            return ""
+        return self._emit(self._tokenizer.decode(self._ids, skip_special_tokens=True))
+
+    def _emit(self, certain: str) -> str:
+        delta = certain[len(self.text) :]
+        self.text += delta
+        return delta

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aligned_llm import OPAD
+from aligned_llm import OPAD, InvalidSettingError
 from tests.reference import greedy_linear, greedy_opad, greedy_vanilla
 
 PROMPTS = [
@@ -31,7 +31,7 @@ def _rows(llm, prompt, method, principle=PRINCIPLE):
 
 
 def _eos(llm):
-    return set(llm._engine.stop_token_ids)
+    return set(llm.stop_token_ids)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS[:2])
@@ -97,11 +97,12 @@ def test_method_object_equals_method_name(tiny_llm):
     assert by_name.token_ids == by_object.token_ids
 
 
+@pytest.mark.parametrize("principle", ["", "  \n"])
 @pytest.mark.parametrize("method", ["opad", "linear"])
-def test_empty_principle_equals_vanilla(tiny_llm, method):
-    vanilla = tiny_llm.generate(PROMPTS, max_new_tokens=STEPS)
-    guided = tiny_llm.generate(PROMPTS, method=method, principle="", max_new_tokens=STEPS)
-    assert [r.token_ids for r in guided] == [r.token_ids for r in vanilla]
+def test_blank_principle_is_refused_not_decoded_plainly(tiny_llm, method, principle):
+    with pytest.raises(InvalidSettingError, match=r"^principle: .*non-empty") as raised:
+        tiny_llm.generate(PROMPTS, method=method, principle=principle, max_new_tokens=STEPS)
+    assert raised.value.parameter == "principle"
 
 
 def test_bundled_vanilla_greedy_equals_model_generate(bundled_llm):

@@ -8,7 +8,7 @@ import torch
 
 from aligned_llm.engine import Engine, EngineRequest
 from aligned_llm.methods.base import DecodingMethod, RowSpec, StepScores
-from tests.conftest import build_tiny_model
+from aligned_llm.testing import build_tiny_model
 from tests.reference import full_logits
 
 

@@ -9,7 +9,7 @@ from peft.tuners.lora import LoraLayer
 
 from aligned_llm import AlignedLLM
 from aligned_llm.lora_gate import lora_gate
-from tests.conftest import build_tiny_model
+from aligned_llm.testing import build_tiny_model
 
 PROMPTS = ["Hello there", "Name a river.", "What is two plus two?"]
 ROWS = ["default", "__base__", "__base__", "default"]

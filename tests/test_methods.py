@@ -17,7 +17,7 @@ def logits():
 
 @pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
 def test_opad_equivalent_form(logits, beta):
-    """score = (1 + 1/β)·ls(z_c) − (1/β)·ls(z_u) + (1/β)·r~  (algorithms.md §1)."""
+    """score = (1 + 1/β)·ls(z_c) − (1/β)·ls(z_u) + (1/β)·r~  (docs/methods.md, "OPAD")."""
     method = OPAD(beta=beta, window="last")
     previous = torch.randn(3, 2, 50)
     ls_prev = torch.log_softmax(previous, -1)

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from aligned_llm import AlignedLLM, DecodeSettings, InvalidSettingError, Vanilla
 from aligned_llm.prompts import normalize_prompts, render_profile
-from tests.conftest import build_tiny_model, save_tiny_lora, save_tiny_model
+from aligned_llm.testing import build_tiny_model, save_tiny_lora, save_tiny_model
 from tests.reference import full_logits, greedy_aad, greedy_pad
 
 PROMPTS = [
@@ -29,7 +29,7 @@ def _rows(llm, prompt, **settings):
 
 
 def _eos(llm):
-    return set(llm._engine.stop_token_ids)
+    return set(llm.stop_token_ids)
 
 
 def _next_logits(model, prompt_ids):

@@ -15,7 +15,7 @@ from aligned_llm import (
     NonFiniteLogitsError,
     PromptTooLongError,
 )
-from tests.conftest import TINY_CONTEXT_WINDOW, build_tiny_model
+from aligned_llm.testing import TINY_CONTEXT_WINDOW, build_tiny_model
 
 BAD_SETTINGS = [
     ({"method": "opad", "principle": "p", "beta": 0}, "beta"),
@@ -36,6 +36,26 @@ BAD_SETTINGS = [
     ({"stop": [""]}, "stop"),
     ({"seed": -1}, "seed"),
     ({"principle": 42}, "principle"),
+    # every setting given is checked, whatever the method
+    ({"k": 0}, "k"),
+    ({"alpha": 5}, "alpha"),
+    ({"rho": -1}, "rho"),
+    ({"opad_window": "bogus"}, "opad_window"),
+    ({"pad_base": "rich"}, "pad_base"),
+    ({"method": "opad", "principle": "p", "k": 0}, "k"),
+    ({"method": "opad", "principle": ""}, "principle"),
+    ({"method": "linear", "principle": " \t"}, "principle"),
+    ({"method": "pad", "profile": "  "}, "profile"),
+    ({"method": "pad"}, "profile"),
+    ({"principel": "p"}, "principel"),
+    ({"temperature": 1e-45}, "temperature"),
+    ({"temperature": math.inf}, "temperature"),
+    ({"seed": 2**64}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    ({"stop": 123}, "stop"),
+    ({"stop": {"a": 1}}, "stop"),
+    ({"trace": "yes"}, "trace"),
+    ({"max_new_tokens": True}, "max_new_tokens"),
 ]
 
 
@@ -133,12 +153,45 @@ def test_missing_bundled_package_says_how_to_install(monkeypatch):
         AlignedLLM.default()
 
 
-def test_nan_logits_raise(tokenizer):
+def test_unknown_setting_lists_the_valid_ones(guarded_llm):
+    with pytest.raises(InvalidSettingError, match=r"^principel: is not a setting; the settings are method, .*"):
+        guarded_llm.generate("Hello", principel="Be brief.")
+
+
+def test_integral_numpy_scalars_are_accepted(tiny_llm):
+    import numpy as np
+
+    plain = tiny_llm.generate("Hello", max_new_tokens=4, method="pad", profile="A sailor.", k=5)
+    numpy = tiny_llm.generate("Hello", max_new_tokens=np.int64(4), method="pad", profile="A sailor.", k=np.int32(5))
+    assert numpy.token_ids == plain.token_ids
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"method": "linear", "principle": "Be brief.", "rho": 1e39},
+        {"method": "opad", "principle": "Be brief.", "beta": 1e-40},
+    ],
+    ids=["linear-rho-overflow", "opad-beta-overflow"],
+)
+def test_overflowing_method_scores_raise_instead_of_garbage(tiny_llm, settings):
+    with pytest.raises(NonFiniteLogitsError, match="produced NaN, \\+inf or no finite score"):
+        tiny_llm.generate("Hello", max_new_tokens=4, **settings)
+
+
+@pytest.fixture()
+def nan_llm(tokenizer) -> AlignedLLM:
     model = build_tiny_model(seed=1, vocab_size=len(tokenizer))
     with torch.no_grad():
         model.model.norm.weight.fill_(math.nan)
-    llm = AlignedLLM(model, tokenizer)
-    with pytest.raises(NonFiniteLogitsError, match="NaN or infinite"):
-        llm.generate("Hello", max_new_tokens=3)
-    with pytest.raises(NonFiniteLogitsError):
-        llm.generate("Hello", method="opad", principle="p", max_new_tokens=3)
+    return AlignedLLM(model, tokenizer)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"method": "opad", "principle": "p"}, {"temperature": 0.7, "seed": 1}],
+    ids=["greedy", "opad", "sampled-checked-before-sampling"],
+)
+def test_nan_logits_raise(nan_llm, settings):
+    with pytest.raises(NonFiniteLogitsError, match="NaN or infinite logits"):
+        nan_llm.generate("Hello", max_new_tokens=3, **settings)

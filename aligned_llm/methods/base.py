@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
+
+from aligned_llm.parameters import Parameter
+from aligned_llm.setup import POLICY, ModelSetup
 
 State = dict[str, torch.Tensor]
 """Per-request method state; every tensor has the batch (request) dimension first."""
@@ -18,14 +22,14 @@ class RowSpec:
 
     ``guided`` rows get the guidance (principle and/or user profile) rendered into their
     conversation; unguided rows get the same conversation without it. ``model`` names the
-    loaded model that runs the row (``"policy"``, ``"reference"``, ``"reward"``) and
+    loaded model that runs the row (``setup.POLICY``, ``REFERENCE``, ``REWARD``) and
     ``adapter`` the peft adapter active for it (``None``: the model as loaded;
-    ``"__base__"``: every adapter off).
+    ``setup.ADAPTERS_OFF``: every adapter off).
     """
 
     name: str
     guided: bool
-    model: str = "policy"
+    model: str = POLICY
     adapter: str | None = None
 
 
@@ -43,14 +47,34 @@ class StepScores(NamedTuple):
 
 
 class DecodingMethod(ABC):
-    """A decoding rule over the fp32 logits of its rows; it never calls a model."""
+    r"""A decoding rule over the fp32 logits of its rows; it never calls a model.
+
+    A method declares itself: its ``name``, its ``parameters`` (each setting it reads, with
+    type, default, allowed values and help), the guidance it ``requires``, what its trace's
+    ``signal`` means, and how it :meth:`build`\ s itself from the settings and the loaded
+    models. ``aligned_llm.register_method`` then makes it usable by name on every surface.
+    """
 
     name: ClassVar[str]
-    rows: tuple[RowSpec, ...]
+    parameters: ClassVar[tuple[Parameter, ...]] = ()
+    """The settings this method reads, declared once for every surface."""
     requires: ClassVar[str | None] = None
     """The guidance setting (``"principle"`` or ``"profile"``) the method cannot work without."""
+    signal_label: ClassVar[str] = "signal: how far the method moved the token"
+    """What ``TokenTrace.signal`` means for this method (legends and plot labels)."""
+    rows: tuple[RowSpec, ...]
     needs_prompt_logits: bool = False
     """When true, the engine passes the mean logits over each row's prompt positions."""
+
+    @classmethod
+    def build(cls, settings: Mapping[str, Any], setup: ModelSetup) -> DecodingMethod:
+        """An instance configured by ``settings`` (one value per declared parameter) for the loaded models.
+
+        The default passes each parameter as a keyword of the constructor. Override it to
+        choose rows by what is loaded, raising ``InvalidSettingError("method", ...)`` when a
+        model or adapter the method needs is missing.
+        """
+        return cls(**{parameter.name: settings[parameter.name] for parameter in cls.parameters})
 
     def initial_state(self, prompt_logits: torch.Tensor | None) -> State:
         """State before the first new token; ``prompt_logits`` is ``[B, R, V]`` when requested."""

@@ -9,28 +9,36 @@ from typing import ClassVar
 
 import torch
 
-from aligned_llm.errors import InvalidSettingError
 from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
+from aligned_llm.parameters import Parameter
+from aligned_llm.registry import register_method
 from aligned_llm.sampling import nucleus_mask
 
+RHO = Parameter(
+    "rho", float, 2.0, "linear alignment's strength ρ: score = (1 + ρ)·z_c − ρ·z_u", minimum=0.0, ui_range=(0.0, 10.0)
+)
+MASK_TOP_P = Parameter(
+    "mask_top_p", float, 0.8, "linear alignment keeps only the top-p nucleus of the guided distribution",
+    minimum=0.0, exclusive_minimum=True, maximum=1.0, ui_range=(0.05, 1.0),
+)  # fmt: skip
 
+
+@register_method
 class LinearAlignment(DecodingMethod):
     """Extrapolate from the unconstrained towards the constrained logits by ``rho``."""
 
     name: ClassVar[str] = "linear"
+    parameters: ClassVar[tuple[Parameter, ...]] = (RHO, MASK_TOP_P)
     requires: ClassVar[str | None] = "principle"
+    signal_label: ClassVar[str] = "linear ρ·(z_c − z_u)"
     rows: tuple[RowSpec, ...] = (
         RowSpec("constrained", guided=True),
         RowSpec("unconstrained", guided=False),
     )
 
     def __init__(self, rho: float = 2.0, mask_top_p: float = 0.8) -> None:
-        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (0 <= rho < float("inf")):
-            raise InvalidSettingError("rho", f"must be a finite number >= 0, got {rho!r}")
-        if isinstance(mask_top_p, bool) or not isinstance(mask_top_p, (int, float)) or not (0 < mask_top_p <= 1):
-            raise InvalidSettingError("mask_top_p", f"must be in (0, 1], got {mask_top_p!r}")
-        self.rho = float(rho)
-        self.mask_top_p = float(mask_top_p)
+        self.rho = RHO.validate(rho)
+        self.mask_top_p = MASK_TOP_P.validate(mask_top_p)
 
     def score(self, logits: torch.Tensor, state: State, step: int) -> StepScores:
         constrained, unconstrained = logits[:, 0], logits[:, 1]

@@ -6,26 +6,31 @@ with plain argmax of ls(z_c) at the first step.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from aligned_llm.errors import InvalidSettingError
 from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
+from aligned_llm.parameters import Parameter
+from aligned_llm.registry import register_method
+from aligned_llm.setup import ModelSetup
 
 OpadWindow = Literal["reference", "last", 1]
 OPAD_WINDOWS: tuple[OpadWindow, ...] = ("reference", "last", 1)
 
+BETA = Parameter(
+    "beta", float, 1.0, "OPAD's strength: the reward is scaled by 1/β (larger β = weaker guidance)",
+    minimum=0.0, exclusive_minimum=True, ui_range=(0.05, 5.0),
+)  # fmt: skip
+WINDOW = Parameter(
+    "opad_window", str, "reference",
+    "OPAD's reward window: 'reference' (the authors' loop), 'last' (last prompt position) or 1 (this step only)",
+    choices=OPAD_WINDOWS,
+)  # fmt: skip
 
-def validate_beta(beta: float) -> float:
-    """β must be a finite number > 0 (larger β = weaker guidance)."""
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise InvalidSettingError("beta", f"must be a number > 0, got {beta!r}")
-    if not (beta > 0 and beta != float("inf")):
-        raise InvalidSettingError("beta", f"must be a finite number > 0, got {beta!r}")
-    return float(beta)
 
-
+@register_method
 class OPAD(DecodingMethod):
     """Principle-guided decoding; rows: the conversation with and without the principle.
 
@@ -35,18 +40,23 @@ class OPAD(DecodingMethod):
     """
 
     name: ClassVar[str] = "opad"
+    parameters: ClassVar[tuple[Parameter, ...]] = (BETA, WINDOW)
     requires: ClassVar[str | None] = "principle"
+    signal_label: ClassVar[str] = "OPAD reward (1/β)(r_t + r_{t−1}), r = log p(·|principle) − log p(·)"
     rows: tuple[RowSpec, ...] = (
         RowSpec("constrained", guided=True),
         RowSpec("unconstrained", guided=False),
     )
 
     def __init__(self, beta: float = 1.0, window: OpadWindow = "reference") -> None:
-        self.beta = validate_beta(beta)
-        if window not in OPAD_WINDOWS or isinstance(window, bool):
-            raise InvalidSettingError("opad_window", f"must be one of {OPAD_WINDOWS}, got {window!r}")
-        self.window = window
+        self.beta = BETA.validate(beta)
+        self.window = WINDOW.validate(window)
         self.needs_prompt_logits = window == "reference"
+
+    @classmethod
+    def build(cls, settings: Mapping[str, Any], setup: ModelSetup) -> OPAD:
+        """OPAD with ``beta`` and ``opad_window``; it needs only the policy model."""
+        return cls(beta=settings["beta"], window=settings["opad_window"])
 
     def initial_state(self, prompt_logits: torch.Tensor | None) -> State:
         if self.window != "reference":

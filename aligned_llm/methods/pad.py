@@ -6,31 +6,30 @@ One reward-model forward per step (not one per candidate), all rows in lockstep.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 
 from aligned_llm.errors import InvalidSettingError
 from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
+from aligned_llm.parameters import Parameter
+from aligned_llm.registry import register_method
+from aligned_llm.setup import ADAPTERS_OFF, REWARD, REWARD_ADAPTER, ModelSetup
 
-REWARD_ADAPTER = "persrm"
-"""Adapter name under which a LoRA PersRM is attached to the policy model."""
-
-
-def validate_k(k: int) -> int:
-    """k must be an integer >= 1."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidSettingError("k", f"must be an integer >= 1, got {k!r}")
-    return k
-
-
-def validate_pad_beta(beta: float) -> float:
-    """PAD's β (the reference's ``w``) must be a finite number >= 0; 0 gives plain decoding."""
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < float("inf"):
-        raise InvalidSettingError("beta", f"must be a finite number >= 0 for PAD, got {beta!r}")
-    return float(beta)
+BETA = Parameter(
+    "beta", float, 1.0, "PAD's reward weight β (the authors' w): score = z_base + β·reward; 0 = plain decoding",
+    minimum=0.0, ui_range=(0.0, 5.0),
+)  # fmt: skip
+K = Parameter("k", int, 10, "PAD's number of candidate tokens re-scored per step", minimum=1, ui_range=(1, 50))
+PAD_BASE = Parameter(
+    "pad_base", str, "profiled",
+    "which context PAD's candidates and base logits come from: 'profiled' (the authors') or 'plain' (no profile)",
+    choices=("profiled", "plain"),
+)  # fmt: skip
 
 
+@register_method
 class PAD(DecodingMethod):
     """Re-score the base model's top-k tokens with a personalised reward.
 
@@ -43,11 +42,13 @@ class PAD(DecodingMethod):
     """
 
     name: ClassVar[str] = "pad"
+    parameters: ClassVar[tuple[Parameter, ...]] = (BETA, K, PAD_BASE)
     requires: ClassVar[str | None] = "profile"
+    signal_label: ClassVar[str] = "PAD β·reward of the chosen candidate"
 
     def __init__(self, beta: float = 1.0, k: int = 10, reward: str = "zero-shot", base: str = "profiled") -> None:
-        self.beta = validate_pad_beta(beta)
-        self.k = validate_k(k)
+        self.beta = BETA.validate(beta)
+        self.k = K.validate(k)
         if reward not in ("zero-shot", "model", "adapter"):
             raise InvalidSettingError("reward", f"must be 'zero-shot', 'model' or 'adapter', got {reward!r}")
         if base not in ("profiled", "plain") or (base == "plain" and reward != "zero-shot"):
@@ -60,13 +61,19 @@ class PAD(DecodingMethod):
             self._base_row, self._reward_row, self._reference_row = (0 if base == "profiled" else 1), 0, 1
         else:
             persrm = (
-                RowSpec("persrm", guided=True, model="reward")
+                RowSpec("persrm", guided=True, model=REWARD)
                 if reward == "model"
                 else RowSpec("persrm", guided=True, adapter=REWARD_ADAPTER)
             )
-            policy = RowSpec("policy", guided=True, adapter=None if reward == "model" else "__base__")
+            policy = RowSpec("policy", guided=True, adapter=None if reward == "model" else ADAPTERS_OFF)
             self.rows = (policy, persrm)
             self._base_row, self._reward_row, self._reference_row = 0, 1, 0
+
+    @classmethod
+    def build(cls, settings: Mapping[str, Any], setup: ModelSetup) -> PAD:
+        """PAD with the PersRM that is loaded: a separate model, a LoRA on the policy, or zero-shot."""
+        reward = "model" if setup.has(REWARD) else "adapter" if setup.has_adapter(REWARD_ADAPTER) else "zero-shot"
+        return cls(beta=settings["beta"], k=settings["k"], reward=reward, base=settings["pad_base"])
 
     def score(self, logits: torch.Tensor, state: State, step: int) -> StepScores:
         base = logits[:, self._base_row]

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aligned_llm import GenerationStream
+from aligned_llm import GenerationResult, StreamDelta
+from aligned_llm.prompts import Conversation
 from langchain_core.caches import BaseCache
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict
 
-from langchain_aligned_llm.async_stream import iterate_in_thread
 from langchain_aligned_llm.batching import BatchPlan, batch_plan, planned_result
 from langchain_aligned_llm.core_call import CoreCall
+from langchain_aligned_llm.decoding import CoreDecoding
 from langchain_aligned_llm.messages import to_conversation
-from langchain_aligned_llm.params import AlignedLLMParams
 from langchain_aligned_llm.structured import structured_runnable
 from langchain_aligned_llm.tool_messages import ai_message, message_chunk
-from langchain_aligned_llm.tools import ToolLike, bind_kwargs, core_tool_kwargs
+from langchain_aligned_llm.tools import ToolLike, bind_kwargs
 
 
-class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
+class ChatAlignedLLM(CoreDecoding, BaseChatModel):
     """Chat model over a local Hugging Face model, aligned at decoding time (OPAD, …) by aligned-llm.
 
     Pass a loaded ``AlignedLLM`` as ``llm``, or a ``model`` folder / hub id that is loaded on
@@ -87,37 +86,18 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
             llm_output={"model_name": call.llm.name},
         )
 
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        call, stream = self._open_stream(messages, stop, kwargs)
-        for chunk in _chunks(call, stream):
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+    def _core_prompt(self, value: list[BaseMessage]) -> Conversation:
+        return to_conversation(value)
 
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        call, stream = await run_in_executor(None, self._open_stream, messages, stop, kwargs)
-        async for chunk in iterate_in_thread(_chunks(call, stream), stream.cancel):
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+    def _text_chunk(self, delta: StreamDelta) -> ChatGenerationChunk:
+        return ChatGenerationChunk(message=message_chunk(delta))
 
-    def _open_stream(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[CoreCall, GenerationStream]:
-        call = self._core_call(stop, kwargs)
-        return call, call.llm.stream(to_conversation(messages), **call.settings)
+    def _last_chunk(self, call: CoreCall, result: GenerationResult) -> ChatGenerationChunk:
+        metadata = call.metadata(result)
+        last = AIMessageChunk(
+            content="", usage_metadata=call.usage(result), response_metadata=metadata, chunk_position="last"
+        )
+        return ChatGenerationChunk(message=last, generation_info=metadata)
 
     # --- tool calling and structured output: translation in tools.py, tool_messages.py, structured.py ---
 
@@ -155,11 +135,6 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
         ``include_raw=True`` returns ``{"raw", "parsed", "parsing_error"}``.
         """
         return structured_runnable(self, schema, method=method, include_raw=include_raw, strict=strict, **kwargs)
-
-    def _core_call(self, stop: list[str] | str | None, overrides: Mapping[str, Any]) -> CoreCall:
-        """The settings' core call plus the per-call tools, tool choice and response format."""
-        call = super()._core_call(stop, overrides)
-        return CoreCall(call.llm, {**call.settings, **core_tool_kwargs(overrides)})
 
     def batch(
         self,
@@ -205,20 +180,3 @@ class ChatAlignedLLM(AlignedLLMParams, BaseChatModel):
     def _caching(self) -> bool:
         """Whether LangChain may answer some calls from its cache (they would then not reach the model)."""
         return self.cache is not False and (isinstance(self.cache, BaseCache) or get_llm_cache() is not None)
-
-
-def _chunks(call: CoreCall, stream: GenerationStream) -> Iterator[ChatGenerationChunk]:
-    """Text deltas as chunks, then a last chunk with the usage and metadata; the stream is closed at the end."""
-    try:
-        for delta in stream.deltas():
-            yield ChatGenerationChunk(message=message_chunk(delta))
-        result = stream.result
-        if result is None:
-            raise RuntimeError("the stream ended without a result")
-        metadata = call.metadata(result)
-        last = AIMessageChunk(
-            content="", usage_metadata=call.usage(result), response_metadata=metadata, chunk_position="last"
-        )
-        yield ChatGenerationChunk(message=last, generation_info=metadata)
-    finally:
-        stream.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from aligned_llm import AlignedLLM, DecodeSettings, DecodingMethod, GenerationResult
@@ -48,7 +48,7 @@ class CoreCall:
     def effective_settings(self) -> dict[str, Any]:
         """The core's full decoding settings for this call, as plain values."""
         decode = DecodeSettings(**{name: value for name, value in self.settings.items() if name != "trace"})
-        return {field.name: _plain(getattr(decode, field.name)) for field in fields(decode) if field.init}
+        return {name: _plain(value) for name, value in decode.items() if name != "trace"}
 
 
 def _plain(value: object) -> object:

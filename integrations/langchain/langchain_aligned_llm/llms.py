@@ -7,23 +7,21 @@ never echoed. A batch of prompts is decoded as engine batches of ``max_batch_siz
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from aligned_llm import GenerationResult, GenerationStream
+from aligned_llm import GenerationResult, StreamDelta
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import LangSmithParams
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.llms import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from langchain_core.runnables.config import run_in_executor
+from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict
 
-from langchain_aligned_llm.async_stream import iterate_in_thread
 from langchain_aligned_llm.core_call import CoreCall
-from langchain_aligned_llm.params import AlignedLLMParams
+from langchain_aligned_llm.decoding import CoreDecoding
 
 
-class AlignedLLMText(AlignedLLMParams, LLM):
+class AlignedLLMText(CoreDecoding, LLM):
     """Text-completion LLM over a local model, aligned at decoding time by aligned-llm.
 
     Same model and decoding fields (and per-call keywords) as ``ChatAlignedLLM``; use it
@@ -64,13 +62,7 @@ class AlignedLLMText(AlignedLLMParams, LLM):
         results: list[GenerationResult] = []
         for start in range(0, len(prompts), size):
             results.extend(call.llm.generate(prompts[start : start + size], **call.settings))
-        generations = [[Generation(text=result.text, generation_info=_info(call, result))] for result in results]
-        usage = {
-            "input_tokens": sum(result.input_tokens for result in results),
-            "output_tokens": sum(result.output_tokens for result in results),
-        }
-        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-        return LLMResult(generations=generations, llm_output={"model_name": call.llm.name, "token_usage": usage})
+        return _llm_result(call, results)
 
     async def _agenerate(
         self,
@@ -79,39 +71,46 @@ class AlignedLLMText(AlignedLLMParams, LLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        return await run_in_executor(None, self._generate, prompts, stop, None, **kwargs)
-
-    def _stream(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[GenerationChunk]:
-        call, stream = self._open_stream(prompt, stop, kwargs)
-        for chunk in _chunks(call, stream):
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    async def _astream(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[GenerationChunk]:
-        call, stream = await run_in_executor(None, self._open_stream, prompt, stop, kwargs)
-        async for chunk in iterate_in_thread(_chunks(call, stream), stream.cancel):
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    def _open_stream(
-        self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[CoreCall, GenerationStream]:
         call = self._core_call(stop, kwargs)
-        return call, call.llm.stream(prompt, **call.settings)
+        size = self.max_batch_size
+        results: list[GenerationResult] = []
+        for start in range(0, len(prompts), size):
+            results.extend(await call.llm.agenerate(prompts[start : start + size], **call.settings))
+        return _llm_result(call, results)
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """LangChain's ``batch()``; with ``return_exceptions``, only the inputs that are bad get an exception."""
+        if not return_exceptions or len(inputs) < 2:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        errors: dict[int, Exception] = {}
+        for index, value in enumerate(inputs):
+            try:
+                call = self._core_call(kwargs.get("stop"), {k: v for k, v in kwargs.items() if k != "stop"})
+                call.llm.check(self._convert_input(value).to_string(), **call.settings)
+            except Exception as error:  # handed back in its input's place, as return_exceptions asks
+                errors[index] = error
+        good = [index for index in range(len(inputs)) if index not in errors]
+        configs = [config[index] for index in good] if isinstance(config, list) else config
+        answers = iter(
+            super().batch([inputs[i] for i in good], configs, return_exceptions=True, **kwargs) if good else []
+        )
+        return [errors[index] if index in errors else next(answers) for index in range(len(inputs))]
+
+    def _core_prompt(self, value: str) -> str:
+        return value
+
+    def _text_chunk(self, delta: StreamDelta) -> GenerationChunk:
+        return GenerationChunk(text=delta.text)
+
+    def _last_chunk(self, call: CoreCall, result: GenerationResult) -> GenerationChunk:
+        return GenerationChunk(text="", generation_info=_info(call, result))
 
 
 def _info(call: CoreCall, result: GenerationResult) -> dict[str, Any]:
@@ -119,13 +118,12 @@ def _info(call: CoreCall, result: GenerationResult) -> dict[str, Any]:
     return {**call.metadata(result), "usage": dict(call.usage(result))}
 
 
-def _chunks(call: CoreCall, stream: GenerationStream) -> Iterator[GenerationChunk]:
-    """Text deltas as chunks, then an empty last chunk carrying the metadata; the stream is closed at the end."""
-    try:
-        for delta in stream:
-            yield GenerationChunk(text=delta)
-        if stream.result is None:
-            raise RuntimeError("the stream ended without a result")
-        yield GenerationChunk(text="", generation_info=_info(call, stream.result))
-    finally:
-        stream.close()
+def _llm_result(call: CoreCall, results: list[GenerationResult]) -> LLMResult:
+    """LangChain's result for a batch of core results, with the summed token usage."""
+    generations = [[Generation(text=result.text, generation_info=_info(call, result))] for result in results]
+    usage = {
+        "input_tokens": sum(result.input_tokens for result in results),
+        "output_tokens": sum(result.output_tokens for result in results),
+    }
+    usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    return LLMResult(generations=generations, llm_output={"model_name": call.llm.name, "token_usage": usage})

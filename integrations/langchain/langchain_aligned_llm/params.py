@@ -1,9 +1,12 @@
 """Decoding settings shared by the chat model and the text LLM: fields, per-call overrides, model resolution.
 
-Every setting is a field (``None`` = the library's default) and a per-call keyword argument
-(``invoke(..., principle=...)``, ``bind(...)``, ``configurable_fields``); a per-call value,
-even ``None``, replaces the field. Only settings that are not ``None`` reach the core, so
-the library's own defaults apply otherwise.
+Every setting of the core's registry (``aligned_llm.setting_names()``: the common settings and
+every registered method's parameters) is a field (``None`` = the library's default) and a
+per-call keyword argument (``invoke(..., principle=...)``, ``bind(...)``,
+``configurable_fields``); a per-call value, even ``None``, replaces the field. Only settings
+that are not ``None`` reach the core, so the library's own defaults apply otherwise. Fields
+for methods registered later are added when they register. Unknown per-call keywords are
+refused by name, as in the core.
 """
 
 from __future__ import annotations
@@ -11,40 +14,76 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aligned_llm import AlignedLLM, DecodingMethod
+from aligned_llm import AlignedLLM, DecodingMethod, InvalidSettingError, check_setting, setting_names
 from aligned_llm.loading import BUNDLED_NAME
+from aligned_llm.registry import method_parameters, on_register
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.fields import FieldInfo
 
 from langchain_aligned_llm.core_call import PROVIDER, CoreCall
 from langchain_aligned_llm.registry import loaded_llm, shared_llm
 
-# LangChain name -> keyword of AlignedLLM.generate / AlignedLLM.stream
-SETTINGS: dict[str, str] = {
-    "method": "method",
-    "principle": "principle",
-    "user_profile": "profile",
-    "beta": "beta",
-    "k": "k",
-    "pad_base": "pad_base",
-    "alpha": "alpha",
-    "opad_window": "opad_window",
-    "rho": "rho",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "seed": "seed",
-    "max_tokens": "max_new_tokens",
-    "trace": "trace",
-}
-# per-call spellings that mean a setting: the core's names
-PER_CALL_ALIASES: dict[str, str] = {"profile": "user_profile", "max_new_tokens": "max_tokens"}
+RENAMED: dict[str, str] = {"profile": "user_profile", "max_new_tokens": "max_tokens"}
+"""Core setting → LangChain field, where LangChain has its own name (``profile`` is a chat-model field there)."""
+PER_CALL_ALIASES: dict[str, str] = {core: langchain for core, langchain in RENAMED.items()}
+"""Per-call spellings that mean a setting: the core's names are accepted too."""
+SEPARATE = ("stop",)
+"""Settings with their own handling: field and per-call ``stop`` strings are joined."""
+LANGCHAIN_KEYWORDS = frozenset({"model", "stream", "ls_structured_output_format", "structured_output_format"})
+"""Per-call keywords that LangChain itself (or this integration) passes besides the settings."""
 # accepted at construction for drop-in compatibility with hosted models; meaningless for a local model
 IGNORED_INIT_PARAMS = ("api_key", "timeout", "max_retries")
 # fields that decide what a model name loads
 LOAD_OPTIONS = ("device", "dtype", "adapter", "reference", "reward_model")
 
 
+def settings_map() -> dict[str, str]:
+    """LangChain field name → keyword of ``AlignedLLM.generate``/``stream``, for every registered setting."""
+    return {RENAMED.get(name, name): name for name in setting_names() if name not in SEPARATE}
+
+
+def _setting_field(name: str) -> tuple[Any, FieldInfo]:
+    """The annotation and field of one registry setting (checked by the core, so typed loosely here)."""
+    if name == "method":
+        return str | DecodingMethod | None, FieldInfo(
+            default=None, description="a registered method or a DecodingMethod"
+        )
+    if name == "trace":
+        return bool, FieldInfo(default=False, description="per-token trace in response_metadata['trace']")
+    declarations = method_parameters().get(name)
+    if declarations is None:
+        from aligned_llm.common_settings import COMMON_PARAMETERS
+
+        help_text = next(parameter.help for parameter in COMMON_PARAMETERS if parameter.name == name)
+    else:
+        help_text = "; ".join(f"{method}: {parameter.help}" for method, parameter in declarations)
+    return Any, FieldInfo(default=None, description=help_text)
+
+
+def add_setting_fields(cls: type[BaseModel]) -> None:
+    """Give ``cls`` and its subclasses a field for every registry setting they lack, then rebuild them."""
+    classes = [cls]
+    while len(classes) < 64:
+        more = [sub for known in classes for sub in known.__subclasses__() if sub not in classes]
+        if not more:
+            break
+        classes.extend(more)
+    for model in classes:
+        missing = [field for field in settings_map() if field not in model.__pydantic_fields__]
+        for field in missing:
+            annotation, info = _setting_field(settings_map()[field])
+            info.annotation = annotation
+            model.__pydantic_fields__[field] = info
+            model.__annotations__[field] = annotation  # so subclasses created later inherit the field
+        if missing:
+            model.model_rebuild(force=True)
+
+
 class AlignedLLMParams(BaseModel):
-    """Model and decoding fields of ``ChatAlignedLLM`` and ``AlignedLLMText``."""
+    """Model and decoding fields of ``ChatAlignedLLM`` and ``AlignedLLMText``.
+
+    The decoding fields are added from the core's setting registry (:func:`add_setting_fields`).
+    """
 
     # concrete classes repeat extra="forbid": LangChain's base classes, listed after this one, set extra="ignore"
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -64,40 +103,19 @@ class AlignedLLMParams(BaseModel):
     """SFT model of a DPO ``model``, for two-model AAD."""
     reward_model: str | None = None
     """PAD's reward model (PersRM): a model folder or a LoRA folder on ``model``."""
-
-    method: str | DecodingMethod | None = None
-    """Decoding method: a name the core knows (``"vanilla"``, ``"opad"``, ``"linear"``, …) or a ``DecodingMethod``."""
-    principle: str | None = None
-    """The principle to align to (rendered into the guided context)."""
-    user_profile: str | dict[str, float] | None = None
-    """User profile (text or ``{dimension: weight}``); per call it is ``profile=`` (``profile`` is LangChain's
-    model-capabilities field on chat models)."""
-    beta: float | None = None
-    """Alignment strength of OPAD (larger = weaker) / reward weight of PAD."""
-    k: int | None = None
-    """Candidate tokens scored per step (PAD)."""
-    pad_base: str | None = None
-    """Which context PAD's candidates come from."""
-    alpha: float | None = None
-    """Strength of AAD."""
-    opad_window: str | int | None = None
-    """OPAD's window: ``"reference"``, ``"last"`` or ``1``."""
-    rho: float | None = None
-    """Strength of the linear baseline."""
-    temperature: float | None = None
-    """0 = greedy; otherwise sampling."""
-    top_p: float | None = None
-    """Nucleus for sampling."""
-    seed: int | None = None
-    """Seed for repeatable sampling."""
-    max_tokens: int | None = None
-    """Most tokens to generate (the core's ``max_new_tokens``)."""
     stop: list[str] | None = None
     """Stop strings; joined with per-call ``stop``. The first match ends the text and is cut from it."""
-    trace: bool = False
-    """Record per-token log-probs, scores and signals in ``response_metadata["trace"]``."""
     max_batch_size: int = Field(default=32, ge=1)
     """Most prompts decoded in one engine batch by ``batch()``."""
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> AlignedLLMParams:
+        """Each setting given is checked by the core's registry (guidance may still come per call)."""
+        for field, name in settings_map().items():
+            value = getattr(self, field, None)
+            if value is not None:
+                check_setting(name, value)
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -121,10 +139,15 @@ class AlignedLLMParams(BaseModel):
         """Everything that changes the output: LangChain's cache key and tracing are built from it."""
         params: dict[str, Any] = {"model": self.model_name}
         params.update({name: getattr(self, name) for name in LOAD_OPTIONS})
-        params.update({name: getattr(self, name) for name in SETTINGS})
+        params.update({name: getattr(self, name, None) for name in settings_map()})
         # not "stop": LangChain overwrites that key with the per-call stop, which would drop the field from the key
         params["configured_stop"] = self.stop
         return params
+
+    @property
+    def aligned_llm(self) -> AlignedLLM:
+        """The core model this object decodes with (loaded on first use and shared by name)."""
+        return self._resolve_llm()
 
     def _loaded_llm(self) -> AlignedLLM | None:
         """The model if it is already in memory (never loads)."""
@@ -145,16 +168,21 @@ class AlignedLLMParams(BaseModel):
         return {name: getattr(self, name) for name in LOAD_OPTIONS if getattr(self, name) is not None}
 
     def _effective_settings(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """Field values with per-call overrides applied, by LangChain name."""
+        """Field values with per-call overrides applied, by LangChain name; unknown keywords are refused."""
+        fields = settings_map()
         overrides = dict(overrides)
         for alias, name in PER_CALL_ALIASES.items():
             if alias in overrides:
                 value = overrides.pop(alias)
                 if name in overrides and overrides[name] != value:
-                    raise ValueError(f"{alias} and {name} name the same setting; give one of them")
+                    raise InvalidSettingError(alias, f"{alias} and {name} name the same setting; give one of them")
                 overrides[name] = value
-        values = {name: getattr(self, name) for name in SETTINGS}
-        values.update({name: overrides[name] for name in SETTINGS if name in overrides})
+        for name in overrides:
+            if name not in fields and name not in LANGCHAIN_KEYWORDS and name not in SEPARATE:
+                valid = ", ".join([*fields, *SEPARATE, "model"])
+                raise InvalidSettingError(name, f"is not a setting of this model; the settings are {valid}")
+        values = {name: getattr(self, name, None) for name in fields}
+        values.update({name: overrides[name] for name in fields if name in overrides})
         return values
 
     def _stop_strings(self, stop: list[str] | str | None) -> list[str]:
@@ -163,9 +191,10 @@ class AlignedLLMParams(BaseModel):
         return list(dict.fromkeys([*(self.stop or []), *per_call]))
 
     def _core_call(self, stop: list[str] | str | None, overrides: Mapping[str, Any]) -> CoreCall:
-        """Resolve the model and the core's keyword arguments for one call (unknown keywords are ignored)."""
+        """Resolve the model and the core's keyword arguments for one call (unknown keywords are refused)."""
         values = self._effective_settings(overrides)
-        settings = {SETTINGS[name]: value for name, value in values.items() if value is not None}
+        fields = settings_map()
+        settings = {fields[name]: value for name, value in values.items() if value is not None}
         stops = self._stop_strings(stop)
         if stops:
             settings["stop"] = stops
@@ -187,3 +216,7 @@ class AlignedLLMParams(BaseModel):
         if stops:
             params["ls_stop"] = stops
         return params
+
+
+add_setting_fields(AlignedLLMParams)
+on_register(lambda _method: add_setting_fields(AlignedLLMParams))

@@ -1,10 +1,11 @@
 """``bind_tools`` for ``ChatAlignedLLM``: LangChain tools as the core's OpenAI-style specs; LangChain's tool choices.
 
-Tools, tool choice and response format are per-call keywords (as for hosted chat models), so
-``bind_tools`` is ``bind(tools=..., tool_choice=...)`` after translation, and they reach the
-core's ``generate``/``stream`` as they are. What cannot be translated is refused here, at bind
-time, naming the parameter; the core checks the rest when called, before decoding (repeated
-tool names, which LangChain's own tests bind; schemas its grammar engine cannot compile).
+Tools, tool choice and response format are settings of the core's registry, so fields and
+per-call keywords (as for hosted chat models): ``bind_tools`` is ``bind(tools=...,
+tool_choice=...)`` after translation, and they reach the core's ``generate``/``stream`` as
+they are. What cannot be translated is refused here, at bind time, naming the parameter; the
+core checks the rest when called, before decoding (repeated tool names, which LangChain's own
+tests bind; schemas its grammar engine cannot compile).
 """
 
 from __future__ import annotations
@@ -17,17 +18,6 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 ToolLike = Mapping[str, Any] | type | Callable[..., Any] | BaseTool
-
-CORE_TOOL_KWARGS = (
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "constrained",
-    "constrained_alignment",
-)
-"""Per-call keywords passed to the core as they are (``None`` = not given): the tools and format, whether
-the grammar constrains them, and what the method does inside a call or JSON answer (docs/tools.md)."""
 
 _CHOICE_WORDS = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
 
@@ -105,8 +95,3 @@ def bind_kwargs(
         if parallel_tool_calls is not None:
             kwargs["parallel_tool_calls"] = parallel_tool_calls
     return kwargs
-
-
-def core_tool_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The per-call tool and format keywords that were given (not ``None``), for the core."""
-    return {name: kwargs[name] for name in CORE_TOOL_KWARGS if kwargs.get(name) is not None}

@@ -21,7 +21,7 @@ MAX_TOKENS = 12
 def test_chain_with_a_per_call_principle(bundled):
     prompt = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", "{question}")])
     chat = ChatAlignedLLM(device="cpu", method="opad", max_tokens=MAX_TOKENS)
-    assert chat._resolve_llm() is bundled
+    assert chat.aligned_llm is bundled
     configurable = chat.configurable_fields(principle=ConfigurableField(id="principle", name="Principle to align to"))
     chain = prompt | configurable | StrOutputParser()
 

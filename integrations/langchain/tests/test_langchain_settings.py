@@ -167,7 +167,7 @@ def test_construction_is_cheap_and_models_are_shared(tiny_model_dir, tiny):
         never_loaded.invoke("Hello")
     first = ChatAlignedLLM(model=tiny_model_dir, device="cpu")
     second = AlignedLLMText(model=tiny_model_dir, device="cpu", principle=PRINCIPLE)
-    assert first._resolve_llm() is second._resolve_llm() is tiny is shared_llm(tiny_model_dir, {"device": "cpu"})
+    assert first.aligned_llm is second.aligned_llm is tiny is shared_llm(tiny_model_dir, {"device": "cpu"})
 
 
 def test_a_passed_in_model_is_used_as_is(tiny, spy):

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from aligned_llm import InvalidSettingError
+from aligned_llm.testing import count_loop_ticks
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock
 from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
@@ -127,23 +128,14 @@ async def test_async_variants_match_sync_and_stream_as_async_generators(tiny):
 
 
 async def test_async_generation_leaves_the_event_loop_free(tiny):
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    await tiny.acomplete(PROMPT, max_new_tokens=16)
-    during_complete = ticks
-    stream = await tiny.astream_chat(MESSAGES, max_new_tokens=16)
-    async for _ in stream:
-        pass
-    task.cancel()
+    async with count_loop_ticks() as ticks:
+        await tiny.acomplete(PROMPT, max_new_tokens=16)
+        during_complete = ticks.count
+        stream = await tiny.astream_chat(MESSAGES, max_new_tokens=16)
+        async for _ in stream:
+            pass
     assert during_complete > 0, "acomplete blocked the event loop"
-    assert ticks > during_complete, "astream_chat blocked the event loop"
+    assert ticks.count > during_complete, "astream_chat blocked the event loop"
 
 
 async def test_breaking_out_of_an_async_stream_releases_the_model(tiny):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from aligned_llm import AlignedLLM, DecodingMethod, GenerationResult, GenerationStream, InvalidSettingError
-from aligned_llm.settings import DEFAULT_MAX_NEW_TOKENS
+from aligned_llm import AlignedLLM, GenerationResult, GenerationStream, InvalidSettingError
+from aligned_llm.registry import on_register
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -26,19 +25,35 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
 from llama_index.llms.aligned.messages import to_core_messages
-from llama_index.llms.aligned.responses import chat_chunks, chat_response, completion_chunks, completion_response
-from llama_index.llms.aligned.settings import SETTINGS, core_kwargs, merge_overrides, reserved_tokens, setting_error
+from llama_index.llms.aligned.responses import (
+    achat_chunks,
+    acompletion_chunks,
+    chat_chunks,
+    chat_response,
+    completion_chunks,
+    completion_response,
+)
+from llama_index.llms.aligned.settings import (
+    add_setting_fields,
+    check_fields,
+    core_kwargs,
+    merge_overrides,
+    reserved_tokens,
+    setting_error,
+    settings_names,
+)
 from llama_index.llms.aligned.structured import forced_program
-from llama_index.llms.aligned.threads import iterate_in_thread
-from llama_index.llms.aligned.tools import chat_kwargs_with_tools, first_call_only, split_tool_kwargs, tool_selections
+from llama_index.llms.aligned.tools import chat_kwargs_with_tools, first_call_only, tool_selections
 
 if TYPE_CHECKING:
     from llama_index.core.prompts import PromptTemplate
     from llama_index.core.tools.types import BaseTool
     from llama_index.core.types import Model
 
-_CHECKED = frozenset(SETTINGS) | {"context_window"}
-_COPYABLE = _CHECKED | {"system_prompt"}
+
+def _checked() -> frozenset[str]:
+    """Fields checked by the core on assignment: every registry setting, and the context-window cap."""
+    return frozenset(settings_names()) | {"context_window"}
 
 
 class AlignedHF(FunctionCallingLLM):
@@ -49,7 +64,8 @@ class AlignedHF(FunctionCallingLLM):
     ``complete``/``chat``; since query engines pass no keywords, :meth:`with_settings` makes
     a configured copy per query or per user. Settings are checked by the core on
     construction, on assignment and per call: a bad value raises ``InvalidSettingError``
-    naming it. Chats are rendered with the model's own chat template. Tool calls
+    naming it. Chats are rendered with the model's own chat template. The settings' fields
+    come from the core's registry (methods registered later add theirs). Tool calls
     (``chat_with_tools``, ``FunctionAgent``) and structured outputs are grammar-constrained:
     valid by construction.
     """
@@ -57,21 +73,6 @@ class AlignedHF(FunctionCallingLLM):
     model_config = ConfigDict(validate_assignment=True)
 
     core: AlignedLLM = Field(exclude=True, description="The loaded aligned-llm model; copies share it.")
-    method: str | DecodingMethod = Field("vanilla", description="vanilla, opad, linear, pad, aad or a DecodingMethod")
-    principle: str | None = Field(None, description="The principle to follow (opad, linear; vanilla: in the prompt)")
-    profile: str | dict[str, float] | None = Field(None, description="A user profile: text or {dimension: weight}")
-    beta: float | None = Field(None, strict=True, description="OPAD's strength β (> 0) or PAD's reward weight")
-    opad_window: str | int | None = Field(None, description="OPAD's reward window: 'reference', 'last' or 1")
-    rho: float | None = Field(None, strict=True, description="Strength of the linear-alignment baseline (>= 0)")
-    k: int | None = Field(None, strict=True, description="PAD's number of candidate tokens")
-    pad_base: str | None = Field(None, description="PAD's base row")
-    alpha: float | None = Field(None, strict=True, description="AAD's candidate threshold, in (0, 1]")
-    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, strict=True, description="Most tokens per answer")
-    stop: str | tuple[str, ...] | None = Field(None, description="Strings that end the answer (cut from it)")
-    temperature: float | None = Field(None, strict=True, description="0 is greedy (the default); > 0 samples")
-    top_p: float | None = Field(None, strict=True, description="Nucleus mass when sampling, in (0, 1]")
-    seed: int | None = Field(None, strict=True, description="Seed for repeatable sampling")
-    trace: bool = Field(False, strict=True, description="Put the per-token trace in each response's raw['trace']")
     context_window: int | None = Field(None, strict=True, description="A cap on the model's context window")
 
     def __init__(self, core: AlignedLLM, **fields: Any) -> None:
@@ -108,7 +109,7 @@ class AlignedHF(FunctionCallingLLM):
     @property
     def settings(self) -> dict[str, Any]:
         """The current settings (``None``: the library's default)."""
-        return {name: getattr(self, name) for name in SETTINGS}
+        return {name: getattr(self, name) for name in settings_names()}
 
     def with_settings(self, **changes: Any) -> AlignedHF:
         """A copy with ``changes`` applied that shares the loaded model: cheap, per query or per user.
@@ -116,15 +117,16 @@ class AlignedHF(FunctionCallingLLM):
         Besides the settings, ``context_window`` and ``system_prompt`` may change; the
         original is left as it is, and changing the copy later does not affect it.
         """
+        copyable = _checked() | {"system_prompt"}
         for name in changes:
-            if name not in _COPYABLE:
-                raise InvalidSettingError(name, f"cannot be changed by with_settings; allowed: {sorted(_COPYABLE)}")
+            if name not in copyable:
+                raise InvalidSettingError(name, f"cannot be changed by with_settings; allowed: {sorted(copyable)}")
         current = {name: getattr(self, name) for name in type(self).model_fields if name != "core"}
         return type(self)(self.core, **{**current, **changes})
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Check a setting as it is assigned; a bad value raises and leaves the old one in place."""
-        if name not in _CHECKED:
+        if name not in _checked():
             super().__setattr__(name, value)
             return
         previous = getattr(self, name)
@@ -140,6 +142,7 @@ class AlignedHF(FunctionCallingLLM):
 
     def _check(self) -> None:
         """Ask the core about the settings (with this model) and bound the context-window cap."""
+        self.__dict__.update(check_fields(self.settings))
         reserved_tokens(self.core, self.settings)
         window = self.core.context_window
         if self.context_window is not None and not 0 < self.context_window <= window:
@@ -170,8 +173,7 @@ class AlignedHF(FunctionCallingLLM):
         return {**super().to_payload(), "settings": given}
 
     def _call_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        tools, settings = split_tool_kwargs(overrides)
-        return {**core_kwargs(merge_overrides(self.settings, settings)), **tools}
+        return core_kwargs(merge_overrides(self.settings, overrides))
 
     # --- function calling: translation in tools.py ---
 
@@ -257,32 +259,36 @@ class AlignedHF(FunctionCallingLLM):
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        """:meth:`complete` on a worker thread, so the event loop keeps running."""
+        """:meth:`complete` through the core's ``agenerate``: the event loop keeps running."""
         call = self._call_kwargs(kwargs)
-        result = await asyncio.to_thread(self._generate, self._completion_prompt(prompt, formatted), call)
+        result = await self.core.agenerate(self._completion_prompt(prompt, formatted), **call)
         return completion_response(result, self.core.name, call)
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        """:meth:`stream_complete` as an async generator; decoding runs on a worker thread."""
+        """:meth:`stream_complete` as an async generator over the core's async stream."""
         call = self._call_kwargs(kwargs)
         stream = self._stream(self._completion_prompt(prompt, formatted), call)
-        return iterate_in_thread(completion_chunks(stream, self.core.name, call))
+        return acompletion_chunks(stream, self.core.name, call)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        """:meth:`chat` on a worker thread, so the event loop keeps running."""
+        """:meth:`chat` through the core's ``agenerate``: the event loop keeps running."""
         call = self._call_kwargs(kwargs)
-        result = await asyncio.to_thread(self._generate, to_core_messages(messages), call)
+        result = await self.core.agenerate(to_core_messages(messages), **call)
         return chat_response(result, self.core.name, call)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        """:meth:`stream_chat` as an async generator; decoding runs on a worker thread."""
+        """:meth:`stream_chat` as an async generator over the core's async stream."""
         call = self._call_kwargs(kwargs)
         stream = self._stream(to_core_messages(messages), call)
-        return iterate_in_thread(chat_chunks(stream, self.core.name, call))
+        return achat_chunks(stream, self.core.name, call)
 
     def _stream(self, prompt: str | list[dict[str, str]], kwargs: dict[str, Any]) -> GenerationStream:
         """Start a stream: the prompt and settings are checked now, decoding starts on the first step."""
         return self.core.stream(prompt, **kwargs)
+
+
+add_setting_fields(AlignedHF)
+on_register(lambda _method: add_setting_fields(AlignedHF))

@@ -8,10 +8,10 @@ empty delta that carries ``raw`` (the totals are only known at the end).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from aligned_llm import GenerationResult, GenerationStream
+from aligned_llm import GenerationResult, GenerationStream, StreamDelta
 from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
 
 from llama_index.llms.aligned.tools import PartialCalls, assistant_message, result_calls
@@ -65,18 +65,61 @@ def chat_chunks(stream: GenerationStream, model_name: str, settings: Mapping[str
 
     The last message is the finished result's: tool-call arguments parsed, ids final.
     """
-    text, calls = "", PartialCalls()
+    chat = _ChatStream(stream, model_name, settings)
     try:
         for delta in stream.deltas():
-            text += delta.text
-            calls.add(delta.tool_calls)
-            yield ChatResponse(message=assistant_message(text, calls.so_far()), delta=delta.text)
-        result = stream.result
-        final = (text, calls.so_far()) if result is None else (result.text, result_calls(result))
-        message = assistant_message(*final)
-        yield ChatResponse(message=message, delta="", raw=_final_raw(stream, model_name, settings))
+            yield chat.add(delta)
+        yield chat.last()
     finally:
         stream.close()
+
+
+async def acompletion_chunks(
+    stream: GenerationStream, model_name: str, settings: Mapping[str, Any]
+) -> AsyncIterator[CompletionResponse]:
+    """:func:`completion_chunks` over the core's async stream (each step on a worker thread)."""
+    text = ""
+    try:
+        async for delta in stream:
+            text += delta
+            yield CompletionResponse(text=text, delta=delta)
+        yield CompletionResponse(text=text, delta="", raw=_final_raw(stream, model_name, settings))
+    finally:
+        stream.cancel()
+        stream.close()
+
+
+async def achat_chunks(
+    stream: GenerationStream, model_name: str, settings: Mapping[str, Any]
+) -> AsyncIterator[ChatResponse]:
+    """:func:`chat_chunks` over the core's async stream."""
+    chat = _ChatStream(stream, model_name, settings)
+    try:
+        async for delta in stream.adeltas():
+            yield chat.add(delta)
+        yield chat.last()
+    finally:
+        stream.cancel()
+        stream.close()
+
+
+class _ChatStream:
+    """The assistant message growing with a stream's prose and tool-call pieces."""
+
+    def __init__(self, stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> None:
+        self.stream, self.model_name, self.settings = stream, model_name, settings
+        self.text, self.calls = "", PartialCalls()
+
+    def add(self, delta: StreamDelta) -> ChatResponse:
+        self.text += delta.text
+        self.calls.add(delta.tool_calls)
+        return ChatResponse(message=assistant_message(self.text, self.calls.so_far()), delta=delta.text)
+
+    def last(self) -> ChatResponse:
+        result = self.stream.result
+        final = (self.text, self.calls.so_far()) if result is None else (result.text, result_calls(result))
+        raw = _final_raw(self.stream, self.model_name, self.settings)
+        return ChatResponse(message=assistant_message(*final), delta="", raw=raw)
 
 
 def _final_raw(stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:

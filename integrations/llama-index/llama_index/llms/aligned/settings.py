@@ -1,39 +1,66 @@
 """Decoding settings of ``AlignedHF``: their names, per-call overrides, and checking by the core.
 
-``None`` means "the library's default", so only the settings that were given reach
-``AlignedLLM.generate``/``stream``. The core's ``DecodeSettings`` is the single judge of
-what is valid; a setting the installed core does not know yet is refused by name.
+Every setting of the core's registry (``aligned_llm.setting_names()``: the common settings and
+every registered method's parameters) is a field of ``AlignedHF`` and a per-call keyword;
+fields for methods registered later are added when they register. ``None`` means "the
+library's default", so only the settings that were given reach ``AlignedLLM.generate``/
+``stream``. The core's registry is the single judge of what is valid.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from aligned_llm import AlignedLLM, DecodeSettings, InvalidSettingError
-from llama_index.core.bridge.pydantic import ValidationError
+from aligned_llm import AlignedLLM, DecodeSettings, DecodingMethod, InvalidSettingError, check_setting, setting_names
+from aligned_llm.common_settings import COMMON_PARAMETERS, DEFAULT_MAX_NEW_TOKENS
+from aligned_llm.registry import method_parameters
+from llama_index.core.bridge.pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
-DECODE_SETTINGS = (
-    "method",
-    "principle",
-    "profile",
-    "beta",
-    "opad_window",
-    "rho",
-    "k",
-    "pad_base",
-    "alpha",
-    "max_new_tokens",
-    "stop",
-    "temperature",
-    "top_p",
-    "seed",
-)
-"""Settings forwarded to the core when not ``None``."""
+FIELD_DEFAULTS: dict[str, Any] = {"method": "vanilla", "max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "trace": False}
+"""Settings whose field holds a value rather than ``None`` (the library's default) when not given."""
 
-SETTINGS = (*DECODE_SETTINGS, "trace")
-"""Every setting: a field of ``AlignedHF`` and a per-call keyword of ``complete``/``chat``."""
+
+def settings_names() -> tuple[str, ...]:
+    """Every setting: a field of ``AlignedHF`` and a per-call keyword of ``complete``/``chat``."""
+    return tuple(setting_names())
+
+
+def _setting_field(name: str) -> tuple[Any, FieldInfo]:
+    """The annotation and field of one registry setting (checked by the core, so typed loosely here)."""
+    if name == "method":
+        annotation: Any = str | DecodingMethod
+        description = "a registered method (vanilla, opad, linear, pad, aad, …) or a DecodingMethod"
+    elif name in method_parameters():
+        annotation = Any
+        description = "; ".join(f"{method}: {parameter.help}" for method, parameter in method_parameters()[name])
+    else:
+        annotation = Any
+        description = next(parameter.help for parameter in COMMON_PARAMETERS if parameter.name == name)
+    return annotation, FieldInfo(default=FIELD_DEFAULTS.get(name), description=description)
+
+
+def add_setting_fields(cls: type[BaseModel]) -> None:
+    """Give ``cls`` and its subclasses a field for every registry setting they lack, then rebuild them."""
+    classes = [cls]
+    for known in classes:
+        classes.extend(sub for sub in known.__subclasses__() if sub not in classes)
+    for model in classes:
+        missing = [name for name in settings_names() if name not in model.__pydantic_fields__]
+        for name in missing:
+            annotation, info = _setting_field(name)
+            info.annotation = annotation
+            model.__pydantic_fields__[name] = info
+            model.__annotations__[name] = annotation  # so subclasses created later inherit the field
+        if missing:
+            model.model_rebuild(force=True)
+
+
+def check_fields(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Each setting given, checked on its own by the core's registry; the values to keep (normalised)."""
+    return {name: check_setting(name, value) for name, value in settings.items() if value is not None}
+
 
 _PROBE_TEXT = "."
 _SYSTEM_PROBE = [{"role": "system", "content": _PROBE_TEXT}, {"role": "user", "content": _PROBE_TEXT}]
@@ -42,24 +69,20 @@ _USER_PROBE = [{"role": "user", "content": _PROBE_TEXT}]
 
 def merge_overrides(settings: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The instance's settings with per-call ``overrides`` applied; unknown names are refused."""
+    names = settings_names()
     for name in overrides:
-        if name not in SETTINGS:
-            raise InvalidSettingError(name, f"is not a setting of AlignedHF; the settings are {', '.join(SETTINGS)}")
+        if name not in names:
+            raise InvalidSettingError(name, f"is not a setting of AlignedHF; the settings are {', '.join(names)}")
     return {**settings, **overrides}
 
 
 def core_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments for ``generate``/``stream``, checked by the core's ``DecodeSettings``."""
-    trace = settings.get("trace", False)
-    if not isinstance(trace, bool):
-        raise InvalidSettingError("trace", f"must be True or False, got {trace!r}")
-    given = {name: settings[name] for name in DECODE_SETTINGS if settings.get(name) is not None}
-    known = {field.name for field in dataclasses.fields(DecodeSettings) if field.init}
-    for name in given:
-        if name not in known:
-            raise InvalidSettingError(name, "is not supported by the installed aligned-llm; upgrade aligned-llm")
+    """The keyword arguments for ``generate``/``stream`` (the settings given), checked by the core."""
+    given = {name: value for name, value in settings.items() if value is not None}
+    if given.get("trace") is False:
+        del given["trace"]
     DecodeSettings(**given)
-    return {**given, "trace": trace} if trace else given
+    return given
 
 
 def reserved_tokens(core: AlignedLLM, settings: Mapping[str, Any]) -> int:

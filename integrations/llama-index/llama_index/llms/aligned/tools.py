@@ -22,18 +22,7 @@ if TYPE_CHECKING:
     from aligned_llm import GenerationResult, ToolCallDelta
     from llama_index.core.tools.types import BaseTool
 
-TOOL_KWARGS = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained", "constrained_alignment")
-"""Per-call keywords of ``chat``/``stream_chat`` that go to the core as they are (``None``: not given): the
-tools and format, whether the grammar constrains them, what the method does inside them (docs/tools.md)."""
-
 _CHOICE_WORDS = ("auto", "none", "required")
-
-
-def split_tool_kwargs(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(tool keywords given, the other keywords)``: the others are settings, checked as such."""
-    tools = {name: kwargs[name] for name in TOOL_KWARGS if kwargs.get(name) is not None}
-    rest = {name: value for name, value in kwargs.items() if name not in TOOL_KWARGS}
-    return tools, rest
 
 
 def chat_kwargs_with_tools(

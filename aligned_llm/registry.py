@@ -1,0 +1,111 @@
+"""The method registry: method names → ``DecodingMethod`` classes, and their parameters.
+
+Built-in methods register themselves exactly as a user's method does, with
+:func:`register_method`; every surface (Python, CLI, tuning panel, LangChain, LlamaIndex)
+reads the registry, so a registered method works by name everywhere. Surfaces that hold a
+field per parameter subscribe with :func:`on_register` to hear of methods registered later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar, overload
+
+from aligned_llm.errors import InvalidSettingError
+from aligned_llm.methods.base import DecodingMethod
+from aligned_llm.parameters import Parameter
+
+MethodClass = TypeVar("MethodClass", bound=type[DecodingMethod])
+Listener = Callable[[type[DecodingMethod]], None]
+
+_METHODS: dict[str, type[DecodingMethod]] = {}
+_LISTENERS: list[Listener] = []
+
+def _reserved_names() -> frozenset[str]:
+    """The common settings' names (and ``method``), which no method parameter may take."""
+    from aligned_llm.common_settings import COMMON_PARAMETERS
+
+    return frozenset({"method", *(parameter.name for parameter in COMMON_PARAMETERS)})
+
+
+@overload
+def register_method(method: MethodClass, *, replace: bool = False) -> MethodClass: ...
+
+
+@overload
+def register_method(method: None = None, *, replace: bool = False) -> Callable[[MethodClass], MethodClass]: ...
+
+
+def register_method(
+    method: MethodClass | None = None, *, replace: bool = False
+) -> MethodClass | Callable[[MethodClass], MethodClass]:
+    """Make a ``DecodingMethod`` subclass usable by its ``name`` on every surface.
+
+    Use as ``register_method(MyMethod)`` or as the ``@register_method`` decorator. The class
+    declares ``name``, its ``parameters`` (each a :class:`Parameter`) and, when it needs
+    guidance, ``requires``; ``build`` makes an instance from the settings and the loaded
+    models. A name already taken raises unless ``replace=True``.
+    """
+
+    def register(cls: MethodClass) -> MethodClass:
+        _check_declaration(cls, replace)
+        _METHODS[cls.name] = cls
+        for listener in list(_LISTENERS):
+            listener(cls)
+        return cls
+
+    return register if method is None else register(method)
+
+
+def method_class(name: str) -> type[DecodingMethod]:
+    """The method registered as ``name``, or an error listing the registered names."""
+    try:
+        return _METHODS[name]
+    except (KeyError, TypeError):
+        raise InvalidSettingError(
+            "method", f"must be one of {', '.join(_METHODS)} or a DecodingMethod, got {name!r}"
+        ) from None
+
+
+def registered_methods() -> dict[str, type[DecodingMethod]]:
+    """Every registered method by name, in registration order."""
+    return dict(_METHODS)
+
+
+def method_parameters() -> dict[str, list[tuple[str, Parameter]]]:
+    """Every method parameter by name, with each ``(method name, declaration)`` that declares it."""
+    declared: dict[str, list[tuple[str, Parameter]]] = {}
+    for name, cls in _METHODS.items():
+        for parameter in cls.parameters:
+            declared.setdefault(parameter.name, []).append((name, parameter))
+    return declared
+
+
+def on_register(listener: Listener) -> None:
+    """Call ``listener(cls)`` for every method registered from now on."""
+    _LISTENERS.append(listener)
+
+
+def _check_declaration(cls: type[DecodingMethod], replace: bool) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, DecodingMethod)):
+        raise TypeError(f"register_method takes a DecodingMethod subclass, got {cls!r}")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"{cls.__name__} needs a class attribute `name` (a non-empty string)")
+    if name in _METHODS and _METHODS[name] is not cls and not replace:
+        raise ValueError(f"a method named {name!r} is already registered ({_METHODS[name].__name__}); replace=True")
+    if cls.requires not in (None, "principle", "profile"):
+        raise TypeError(f"{cls.__name__}.requires must be None, 'principle' or 'profile', got {cls.requires!r}")
+    seen: set[str] = set()
+    for parameter in cls.parameters:
+        if not isinstance(parameter, Parameter):
+            raise TypeError(f"{cls.__name__}.parameters must hold Parameter declarations, got {parameter!r}")
+        if parameter.name in _reserved_names() or parameter.name in seen:
+            raise ValueError(f"{cls.__name__}: parameter name {parameter.name!r} is reserved or repeated")
+        seen.add(parameter.name)
+        for other_method, other in method_parameters().get(parameter.name, []):
+            if other_method != name and (other.type, other.choices) != (parameter.type, parameter.choices):
+                raise ValueError(
+                    f"{cls.__name__}: parameter {parameter.name!r} is declared by {other_method!r} with another "
+                    "type or choices; one name must mean one kind of value on every surface"
+                )
