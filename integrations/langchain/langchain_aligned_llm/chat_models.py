@@ -107,16 +107,17 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
         *,
         tool_choice: str | bool | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (LangChain tools, pydantic classes, functions, TypedDicts, dicts): valid calls by construction.
 
         ``tool_choice``: ``"auto"`` (default), ``"none"``, ``"any"``/``"required"`` (at least one
         call), a tool's name, ``True`` (the only tool) or an OpenAI-style dict.
-        ``parallel_tool_calls=False`` allows one call per answer. ``kwargs`` (settings such as
-        ``principle``) are bound too.
+        ``parallel_tool_calls=False`` allows one call per answer; ``strict=True`` closes the
+        schemas (no extra properties). ``kwargs`` (settings such as ``principle``) are bound too.
         """
-        return self.bind(**bind_kwargs(tools, tool_choice, parallel_tool_calls), **kwargs)
+        return self.bind(**bind_kwargs(tools, tool_choice, parallel_tool_calls, strict), **kwargs)
 
     def with_structured_output(
         self,

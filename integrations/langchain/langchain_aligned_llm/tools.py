@@ -22,12 +22,15 @@ ToolLike = Mapping[str, Any] | type | Callable[..., Any] | BaseTool
 _CHOICE_WORDS = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
 
 
-def openai_tools(tools: Sequence[ToolLike]) -> list[dict[str, Any]]:
-    """LangChain tools, pydantic classes, functions, TypedDicts and dicts as OpenAI function specs."""
+def openai_tools(tools: Sequence[ToolLike], strict: bool | None = None) -> list[dict[str, Any]]:
+    """LangChain tools, pydantic classes, functions, TypedDicts and dicts as OpenAI function specs.
+
+    ``strict=True`` closes the schemas (no extra properties), as OpenAI's strict mode does.
+    """
     specs = []
     for index, tool in enumerate(tools):
         try:
-            spec = convert_to_openai_tool(tool)
+            spec = convert_to_openai_tool(tool, strict=strict)
         except (ValueError, TypeError, AttributeError) as error:
             raise InvalidSettingError(f"tools[{index}]", f"cannot be converted to a function spec: {error}") from error
         if spec.get("type") != "function" or "name" not in spec.get("function", {}):
@@ -71,7 +74,7 @@ def _known_tool(name: str, names: Sequence[str]) -> str:
 
 
 def bind_kwargs(
-    tools: Sequence[ToolLike], tool_choice: object, parallel_tool_calls: bool | None
+    tools: Sequence[ToolLike], tool_choice: object, parallel_tool_calls: bool | None, strict: bool | None = None
 ) -> dict[str, Any]:
     """The keywords ``bind_tools`` binds: specs, the choice and parallelism, each only when given.
 
@@ -79,7 +82,7 @@ def bind_kwargs(
     nothing: a choice or parallelism is then meaningless, and only ``None``/``"auto"``/``"none"``
     are accepted as the choice.
     """
-    specs = openai_tools(tools)
+    specs = openai_tools(tools, strict)
     names = [spec["function"]["name"] for spec in specs]
     choice = core_tool_choice(tool_choice, names)
     if not specs and choice not in (None, "auto", "none"):

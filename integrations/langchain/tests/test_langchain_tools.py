@@ -100,6 +100,12 @@ def test_langchain_tool_choices_map_to_the_core(chat, choice, expected):
     assert chat.bind_tools([add, Weather], tool_choice=choice).kwargs.get("tool_choice") == expected
 
 
+def test_strict_closes_the_schemas(chat):
+    (spec,) = chat.bind_tools([Weather], strict=True).kwargs["tools"]
+    assert spec["function"]["parameters"]["additionalProperties"] is False
+    assert "additionalProperties" not in chat.bind_tools([Weather]).kwargs["tools"][0]["function"]["parameters"]
+
+
 def test_true_forces_the_only_tool_or_any_tool(chat):
     assert chat.bind_tools([add], tool_choice=True).kwargs["tool_choice"] == "add"
     assert chat.bind_tools([add, Weather], tool_choice=True).kwargs["tool_choice"] == "required"
