@@ -22,22 +22,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from throughput import PROMPTS
 
 from aligned_llm import AlignedLLM, DecodeSettings
 from aligned_llm.constraints import Constraint, grammars_for
 from aligned_llm.engine import Engine
 from aligned_llm.prompts import normalize_prompts
 
-PROMPTS = [
-    "Tell me about the moon.",
-    "How do I make a cup of tea?",
-    "What are the benefits of regular exercise?",
-    "Explain why the sky is blue to a child.",
-    "Give me three tips for learning to code.",
-    "Write a short poem about autumn.",
-    "What is the difference between a virus and a bacterium?",
-    "Summarise the plot of Romeo and Juliet.",
-]
 TOOLS = [
     {
         "type": "function",
