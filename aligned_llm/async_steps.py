@@ -3,7 +3,8 @@
 The engine locks each model forward (never a whole generation), so the steps of one
 generation may run on any thread; only one step runs at a time because each is awaited
 before the next starts. A cancelled await sets the generation's cancel flag and waits for the
-step in flight, so the iterator is never touched by two threads at once.
+step in flight — also under anyio, whose cancel scopes cancel every later await again — so the
+iterator is never touched by two threads at once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ async def next_in_thread(iterator: Iterator[T], cancel: threading.Event) -> T | 
         item = await asyncio.shield(step)
     except asyncio.CancelledError:
         cancel.set()
-        with contextlib.suppress(Exception):
-            await step
+        while not step.done():  # anyio cancel scopes re-deliver the cancellation at every await
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([step])
         raise
     return None if item is _END else item  # type: ignore[return-value]
