@@ -50,6 +50,10 @@ class Ticket:
         self._done = False
         self._disconnected = False
 
+    @property
+    def finished(self) -> bool:
+        return self._done
+
     def first_token(self) -> None:
         if not self._first_token:
             self._first_token = True

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from fastapi import Request
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from aligned_llm import AlignedLLMError, GenerationResult, GenerationStream, StreamDelta
 from aligned_llm import ToolCallDelta as CoreToolCallDelta
@@ -177,9 +178,17 @@ def event_stream(call: CoreCall, stream: GenerationStream, chunks: ChunkFormat, 
     async def client_left(_message: object) -> None:
         ticket.disconnected()
 
+    async def never_started() -> None:
+        """A client gone before the first event: the body never ran, so release its generation and place here."""
+        if not ticket.finished:
+            stream.cancel()
+            stream.close()
+            ticket.finish(CLIENT_CLOSED_REQUEST)
+
     return EventSourceResponse(
-        _events(call, stream, chunks, ticket), sep="\n", client_close_handler_callable=client_left
-    )
+        _events(call, stream, chunks, ticket), sep="\n", client_close_handler_callable=client_left,
+        background=BackgroundTask(never_started),
+    )  # fmt: skip
 
 
 async def _events(call: CoreCall, stream: GenerationStream, chunks: ChunkFormat, ticket: Ticket) -> AsyncIterator[str]:
