@@ -10,6 +10,7 @@ import torch
 from pytest_socket import SocketBlockedError
 
 from aligned_llm import AlignedLLM
+from aligned_llm.cache import MANIFEST
 from aligned_llm.loading import bundled_model_dir
 
 PROMPTS = [
@@ -55,7 +56,8 @@ def test_first_use_converts_the_gguf_once_into_the_cache(monkeypatch, tmp_path, 
     stamp = weights.stat().st_mtime_ns
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     assert bundled_model_dir() == folder and weights.stat().st_mtime_ns == stamp, "converted only once"
-    assert [p.name for p in tmp_path.iterdir()] == [folder.name], "no staging folder left behind"
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [folder.name], "no staging folder left behind"
+    assert (folder / MANIFEST).is_file(), "the manifest vouches for the conversion"
     converted = AlignedLLM.from_pretrained(folder, device="cpu")
     ids = torch.tensor([bundled_llm.tokenizer("The moon is")["input_ids"]])
     with torch.no_grad():
