@@ -113,7 +113,9 @@ class AlignedLLM:
             if isinstance(source, AlignedLLM):
                 _check_same_tokenizer(parameter, tokenizer, source.tokenizer)
                 return source.model
-            other, other_tokenizer = load_pretrained(source, device=resolved_device, dtype=resolved_dtype)
+            other, other_tokenizer = load_pretrained(
+                source, device=resolved_device, dtype=resolved_dtype, parameter=parameter
+            )
             _check_same_tokenizer(parameter, tokenizer, other_tokenizer)
             return other
 
