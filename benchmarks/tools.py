@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -43,6 +44,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from scoring import proportion
 
 from aligned_llm import AlignedLLM, GenerationResult
+from aligned_llm.llm import _Job
 from aligned_llm.settings import DecodeSettings
 from aligned_llm.tools import CALL_CLOSE, CALL_OPEN
 
@@ -191,7 +193,8 @@ def generate_cases(llm: AlignedLLM, cases: list[Case], settings: dict[str, Any])
         for request in llm._requests([[dict(m) for m in case.messages]], case_settings, decoding)
     ]
     results: list[GenerationResult | None] = [None] * len(cases)
-    for event in llm._run(requests, decoding, per_case[0], trace=False):
+    job = _Job(requests, decoding, per_case[0], is_batch=True)
+    for event in llm._run(job, threading.Event()):
         if event.result is not None:
             results[event.index] = event.result
     assert all(result is not None for result in results)
