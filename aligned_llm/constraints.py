@@ -6,7 +6,8 @@ grammar's matcher is advanced with it. Grammars are built from the tools and the
 format (see :func:`structural_tag`), compiled once per tokenizer and cached.
 
 Inside a *constrained span* (a tool call from ``<tool_call>`` to ``</tool_call>``, or the whole
-answer under a response format), ``constrained_alignment`` decides what the method does:
+answer under a response format or ``tool_choice="required"``/a named tool),
+``constrained_alignment`` decides what the method does:
 ``"steer"`` keeps its scores; ``"off"`` replaces them with the first row's plain log-probs, so a
 principle such as "talk like a pirate" cannot rewrite argument values.
 """
@@ -232,8 +233,8 @@ class Constraint:
     """What one request carries: its compiled grammar, and where its constrained spans are.
 
     ``grammar`` ``None``: nothing is masked (``constrained=False``); ``whole``: the whole answer
-    is a span (response format), else the tool-call blocks are; ``alignment``: what the method
-    does inside spans.
+    is a span (a response format, or tool calls under ``"required"``), else the tool-call blocks
+    are; ``alignment``: what the method does inside spans.
     """
 
     grammar: Any = None
@@ -265,10 +266,15 @@ class ConstraintState:
         self.constraint = constraint
         self.matcher = _xgrammar().GrammarMatcher(constraint.grammar)
         self.bitmask_width = (constraint.grammar.tokenizer_info.vocab_size + 31) // 32
-        self.in_span = constraint.whole
         self.repeated_call = False
+        self._in_call = False
         self._buffer = b""
         self._bodies: set[bytes] = set()
+
+    @property
+    def in_span(self) -> bool:
+        """Whether the next token is inside a constrained span."""
+        return self.constraint.whole or self._in_call
 
     @property
     def steers(self) -> bool:
@@ -284,32 +290,42 @@ class ConstraintState:
         """Advance the grammar with the chosen token, and the span tracking with its bytes."""
         if not self.matcher.accept_token(token):
             raise RuntimeError(f"the grammar rejected token {token}, which its own mask allowed")
-        if self.constraint.whole or token >= len(self.constraint.token_bytes):
+        if token >= len(self.constraint.token_bytes):
             return
         self._buffer += self.constraint.token_bytes[token]
-        marker = self._CLOSE if self.in_span else self._OPEN
+        marker = self._CLOSE if self._in_call else self._OPEN
         at = self._buffer.find(marker)
         if at == -1:
-            if not self.in_span:
+            if not self._in_call:
                 self._buffer = self._buffer[-len(self._OPEN) :]
             return
-        if self.in_span:
+        if self._in_call:
             body = self._buffer[:at]
             self.repeated_call = body in self._bodies
             self._bodies.add(body)
-        self.in_span = not self.in_span
+        self._in_call = not self._in_call
         self._buffer = self._buffer[at + len(marker) :]
 
 
 _BITS = torch.arange(32, dtype=torch.int32)
 
 
-def _allowed(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Unpack xgrammar's int32 bitmask ``[N, ceil(V'/32)]`` to booleans ``[N, vocab_size]``."""
-    allowed = ((bitmask.unsqueeze(-1) >> _BITS) & 1).bool().flatten(1)
-    if allowed.shape[1] >= vocab_size:
-        return allowed[:, :vocab_size]
-    return torch.nn.functional.pad(allowed, (0, vocab_size - allowed.shape[1]), value=False)
+def _mask_(scores: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """Set ``scores [N, V]`` to -inf where xgrammar's int32 bitmask ``[N, ceil(V'/32)]`` has a 0.
+
+    Tokens beyond the bitmask (a model vocabulary padded past the tokenizer's) are masked too.
+    On CPU xgrammar's own kernel does it; elsewhere the bits are unpacked with torch.
+    """
+    vocab = scores.shape[-1]
+    covered = min(vocab, bitmask.shape[-1] * 32)
+    if scores.device.type == "cpu" and scores.dtype == torch.float32:
+        _xgrammar().apply_token_bitmask_inplace(scores, bitmask, vocab_size=covered)
+    else:
+        bits = bitmask.to(scores.device)
+        allowed = ((bits.unsqueeze(-1) >> _BITS.to(scores.device)) & 1).bool().flatten(1)[:, :covered]
+        scores[:, :covered].masked_fill_(~allowed, float("-inf"))
+    if covered < vocab:
+        scores[:, covered:] = float("-inf")
 
 
 def constrain_scores(
@@ -329,7 +345,6 @@ def constrain_scores(
     bitmask = torch.zeros((len(active), width), dtype=torch.int32)
     for slot, index in enumerate(active):
         states[index].matcher.fill_next_token_bitmask(bitmask, slot)  # type: ignore[union-attr]
-    allowed = _allowed(bitmask, scores.shape[-1]).to(scores.device)
     rows = torch.tensor(active, device=scores.device)
     masked = scores[rows]
     plain_rows = [slot for slot, index in enumerate(active) if not states[index].steers]  # type: ignore[union-attr]
@@ -338,14 +353,15 @@ def constrain_scores(
         masked[plain] = torch.log_softmax(logits[rows[plain], 0], dim=-1)
         signal = signal.clone()
         signal[rows[plain]] = 0.0
-    masked = masked.masked_fill(~allowed, float("-inf"))
+    _mask_(masked, bitmask)
     dead = masked.max(dim=-1).values == float("-inf")
     if bool(dead.any()):
-        fallback = torch.log_softmax(logits[rows[dead], 0], dim=-1).masked_fill(~allowed[dead], float("-inf"))
+        fallback = torch.log_softmax(logits[rows[dead], 0], dim=-1)
+        _mask_(fallback, bitmask[dead.cpu()])
         masked[dead] = fallback
-    scores = scores.clone()
-    scores[rows] = masked
-    return scores, signal
+    if len(active) == scores.shape[0]:
+        return masked, signal
+    return scores.index_copy(0, rows, masked), signal
 
 
 def advance(states: Sequence[ConstraintState | None], tokens: torch.Tensor) -> None:

@@ -307,7 +307,7 @@ class AlignedLLM:
         grammars = grammars_for(self.tokenizer, vocab_size, sorted(self._engine.stop_token_ids))
         return Constraint(
             grammars.compile(spec),
-            whole=spec.response is not None,
+            whole=spec.response is not None or spec.choice.mode == "required",
             alignment=settings.constrained_alignment,  # type: ignore[arg-type]
             token_bytes=grammars.token_bytes,
         )

@@ -385,6 +385,7 @@ class ToolCallParser:
     _pending: str = ""
     _body: str | None = None
     _held: str = ""
+    _gap: str = ""
     _boundary: bool = True
 
     def feed(self, delta: str) -> StreamDelta:
@@ -402,7 +403,7 @@ class ToolCallParser:
                     break
                 prose.append(self._prose(self._pending[:start]))
                 self._pending = self._pending[start + len(CALL_OPEN) :]
-                self._body, self._held = "", ""
+                self._body, self._gap, self._held = "", self._held, ""
                 continue
             body = self._body + self._pending
             close = body.find(CALL_CLOSE)
@@ -440,7 +441,7 @@ class ToolCallParser:
         body, self._body = self._body or "", None
         parsed = parse_call(body)
         if parsed is None:
-            return CALL_OPEN + body + (CALL_CLOSE if closed else "")
+            return self._gap + CALL_OPEN + body + (CALL_CLOSE if closed else "")
         self._boundary = True
         name, arguments = parsed
         if any(call.name == name and call.arguments == arguments for call in self.calls):

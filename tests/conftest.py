@@ -12,6 +12,8 @@ from aligned_llm import AlignedLLM
 from aligned_llm.loading import bundled_model_dir
 
 TINY_CONTEXT_WINDOW = 256
+WIDE_CONTEXT_WINDOW = 2048
+"""For prompts that carry tool specs (the tool prompt alone is about 300 tokens)."""
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +28,7 @@ def tokenizer(bundled_dir):
     return AutoTokenizer.from_pretrained(bundled_dir, local_files_only=True)
 
 
-def build_tiny_model(seed: int, vocab_size: int) -> LlamaForCausalLM:
+def build_tiny_model(seed: int, vocab_size: int, context_window: int = TINY_CONTEXT_WINDOW) -> LlamaForCausalLM:
     """A 2-layer random Llama whose logits are spread enough that argmax is never a near-tie."""
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -36,7 +38,7 @@ def build_tiny_model(seed: int, vocab_size: int) -> LlamaForCausalLM:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=TINY_CONTEXT_WINDOW,
+        max_position_embeddings=context_window,
         initializer_range=0.2,
         bos_token_id=1,
         eos_token_id=2,
@@ -46,9 +48,9 @@ def build_tiny_model(seed: int, vocab_size: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
-def save_tiny_model(folder: Path, seed: int, tokenizer) -> Path:
+def save_tiny_model(folder: Path, seed: int, tokenizer, context_window: int = TINY_CONTEXT_WINDOW) -> Path:
     """A tiny random model saved with ``tokenizer``, loadable like any local model."""
-    build_tiny_model(seed=seed, vocab_size=len(tokenizer)).save_pretrained(folder)
+    build_tiny_model(seed=seed, vocab_size=len(tokenizer), context_window=context_window).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -99,3 +101,22 @@ def tiny_reference_dir(tmp_path_factory, tokenizer) -> Path:
 def tiny_pair_llm(tiny_dir, tiny_adapter_dir) -> AlignedLLM:
     """The tiny model with a LoRA "DPO" adapter: an AAD pair (adapter on = DPO, off = SFT)."""
     return AlignedLLM.from_pretrained(tiny_dir, adapter=tiny_adapter_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_dir(tmp_path_factory, tokenizer) -> Path:
+    """The seed-0 tiny model with a context window long enough for tool prompts."""
+    return save_tiny_model(
+        tmp_path_factory.mktemp("tiny-wide"), seed=0, tokenizer=tokenizer, context_window=WIDE_CONTEXT_WINDOW
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_llm(tiny_wide_dir) -> AlignedLLM:
+    return AlignedLLM.from_pretrained(tiny_wide_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_pair_llm(tiny_wide_dir, tiny_adapter_dir) -> AlignedLLM:
+    """``tiny_pair_llm`` with the wide context window: an AAD pair for tool prompts."""
+    return AlignedLLM.from_pretrained(tiny_wide_dir, adapter=tiny_adapter_dir, device="cpu")
