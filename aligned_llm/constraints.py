@@ -210,8 +210,25 @@ class Grammars:
         key = tag.model_dump_json()
         with self._lock:
             if key not in self._cache:
-                self._cache[key] = self.compiler.compile_structural_tag(tag)
+                self._cache[key] = self.compiler.compile_grammar(strict_json_strings(tag))
             return self._cache[key]
+
+
+_LOOSE_STRING_CHARACTER = r'[^\"\\\r\n]'
+_STRICT_STRING_CHARACTER = r'[^\0-\x1f\"\\\r\n]'
+
+
+def strict_json_strings(tag: Any) -> xgrammar.Grammar:
+    """The grammar of a structural tag, with JSON strings that JSON parsers accept.
+
+    xgrammar 0.2.8 writes a string with ``maxLength``/``minLength`` as "any character but a
+    quote, backslash or line break", which lets raw control characters (tab, ESC, ...) in: the
+    output is then not JSON (``json.loads`` refuses it). Such characters are excluded here,
+    as xgrammar already does for strings without a length bound.
+    """
+    xgr = _xgrammar()
+    text = str(xgr.Grammar.from_structural_tag(tag))
+    return xgr.Grammar.from_ebnf(text.replace(_LOOSE_STRING_CHARACTER, _STRICT_STRING_CHARACTER))
 
 
 _GRAMMARS: weakref.WeakKeyDictionary[Any, dict[tuple[int, tuple[int, ...]], Grammars]] = weakref.WeakKeyDictionary()
@@ -254,9 +271,10 @@ class Constraint:
 class ConstraintState:
     """A request's grammar matcher, and where decoding is: inside a constrained span or not.
 
-    Tool-call blocks are followed by their bytes; a call that exactly repeats an earlier one of
-    the same answer sets ``finished`` (small models otherwise repeat a call until the length
-    limit; the parser drops the repeat).
+    Tool-call blocks are followed by their bytes; once an open call has written exactly the body
+    of an earlier call of the same answer, ``finished`` is set, without waiting for the block
+    to close (small models otherwise repeat a call until the length limit; the parser drops
+    the unclosed repeat).
     """
 
     _OPEN = CALL_OPEN.encode()
@@ -296,13 +314,13 @@ class ConstraintState:
         marker = self._CLOSE if self._in_call else self._OPEN
         at = self._buffer.find(marker)
         if at == -1:
-            if not self._in_call:
+            if self._in_call:
+                self.repeated_call = self._buffer.strip() in self._bodies
+            else:
                 self._buffer = self._buffer[-len(self._OPEN) :]
             return
         if self._in_call:
-            body = self._buffer[:at]
-            self.repeated_call = body in self._bodies
-            self._bodies.add(body)
+            self._bodies.add(self._buffer[:at].strip())
         self._in_call = not self._in_call
         self._buffer = self._buffer[at + len(marker) :]
 

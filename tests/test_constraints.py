@@ -269,6 +269,21 @@ def test_grammars_compile_once_per_tokenizer_and_spec(tiny_wide_llm):
     assert grammars.compile(spec) is not grammars.compile(DecodeSettings(tools=TOOLS, tool_choice="required").output)
 
 
+def test_bounded_strings_refuse_raw_control_characters(tiny_wide_llm):
+    """A ``maxLength`` string admits only what ``json.loads`` accepts (xgrammar 0.2.8 alone admits ESC and tab)."""
+    import xgrammar
+
+    grammars = grammars_for(tiny_wide_llm.tokenizer, len(tiny_wide_llm.tokenizer), [2])
+    spec = DecodeSettings(response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}).output
+    matcher = xgrammar.GrammarMatcher(grammars.compile(spec))
+    for text, valid in [('{"name": "Ann", "age": 3}', True), ('{"name": "A\x1bn", "age": 3}', False),
+                        ('{"name": "A\tn", "age": 3}', False)]:  # fmt: skip
+        matcher.reset()
+        assert matcher.accept_string(text) is valid, text
+        if valid:
+            assert json.loads(text) == {"name": "Ann", "age": 3}
+
+
 def test_constrain_scores_falls_back_when_the_method_allows_nothing(tiny_wide_llm):
     grammars = grammars_for(tiny_wide_llm.tokenizer, len(tiny_wide_llm.tokenizer), [2])
     from aligned_llm.constraints import Constraint

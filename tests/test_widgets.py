@@ -74,15 +74,17 @@ def _enabled(panel) -> set[str]:
 
 def test_generate_streams_both_columns_and_the_settings_reach_the_engine(tiny_llm, monkeypatch):
     spy = StreamSpy(tiny_llm, monkeypatch)
-    panel = _panel(tiny_llm, method="opad", beta=0.5, rho=7.0, max_new_tokens=12)
+    panel = _panel(tiny_llm, method="opad", beta=0.5, opad_window="last", rho=7.0, max_new_tokens=12)
     assert panel.state == "idle" and not panel.generate_button.disabled and panel.stop_button.disabled
     panel.generate_button.click()
     assert panel.wait(30) == "done"
     aligned, baseline = spy.calls
-    assert aligned == {"prompt": PROMPT, "method": "opad", "beta": 0.5, "principle": PRINCIPLE,
-                       "max_new_tokens": 12, "trace": True}  # fmt: skip
+    assert aligned == {"prompt": PROMPT, "method": "opad", "beta": 0.5, "opad_window": "last",
+                       "principle": PRINCIPLE, "max_new_tokens": 12, "trace": True}  # fmt: skip
     assert baseline == {"prompt": PROMPT, "method": "vanilla", "max_new_tokens": 12}
-    expected = tiny_llm.generate(PROMPT, method="opad", beta=0.5, principle=PRINCIPLE, max_new_tokens=12)
+    expected = tiny_llm.generate(
+        PROMPT, method="opad", beta=0.5, opad_window="last", principle=PRINCIPLE, max_new_tokens=12
+    )
     assert panel.result.method == "opad"
     assert panel.result.text == expected.text and panel.result.token_ids == expected.token_ids
     assert panel.baseline_result.text == tiny_llm.generate(PROMPT, max_new_tokens=12).text
@@ -115,9 +117,10 @@ def test_sliders_are_enabled_only_for_the_methods_that_use_them(tiny_llm, tiny_p
     ("values", "expected"),
     [
         ({"method": "pad", "profile": "A sailor.", "beta": 2.0, "k": 5, "principle": ""},
-         {"method": "pad", "profile": "A sailor.", "beta": 2.0, "k": 5}),
+         {"method": "pad", "profile": "A sailor.", "beta": 2.0, "k": 5, "pad_base": "profiled"}),
         ({"method": "linear", "rho": 3.0, "temperature": 0.8, "top_p": 0.9, "seed": 7},
-         {"method": "linear", "rho": 3.0, "principle": PRINCIPLE, "temperature": 0.8, "top_p": 0.9, "seed": 7}),
+         {"method": "linear", "rho": 3.0, "mask_top_p": 0.8, "principle": PRINCIPLE, "temperature": 0.8,
+          "top_p": 0.9, "seed": 7}),
     ],
     ids=["pad", "linear-sampled"],
 )  # fmt: skip
@@ -165,9 +168,9 @@ def test_stop_ends_the_run_early(tiny_llm, monkeypatch):
 
 @pytest.mark.parametrize(
     ("values", "parameter"),
-    [({"method": "opad", "principle": "  "}, "principle"), ({"method": "opad", "beta": 0.0}, "beta"),
+    [({"method": "opad", "principle": "  "}, "principle"), ({"prompt": "\ud800 hi"}, "prompt"),
      ({"method": "pad", "profile": ""}, "profile"), ({"prompt": "word " * 300}, "prompt")],
-    ids=["opad-without-principle", "opad-beta-0", "pad-without-profile", "prompt-too-long"],
+    ids=["opad-without-principle", "lone-surrogate", "pad-without-profile", "prompt-too-long"],
 )  # fmt: skip
 def test_a_bad_value_shows_an_error_and_generates_nothing(tiny_llm, values, parameter):
     panel = _panel(tiny_llm, **values)
