@@ -210,25 +210,42 @@ class Grammars:
         key = tag.model_dump_json()
         with self._lock:
             if key not in self._cache:
-                self._cache[key] = self.compiler.compile_grammar(strict_json_strings(tag))
+                self._cache[key] = self.compiler.compile_grammar(tightened_grammar(tag))
             return self._cache[key]
 
 
+JSON_DIGITS = 16
+"""Most digits in the integer part, the fraction and the exponent of a JSON number: float64
+precision, and no runaway digits (``11.78888888…`` until the length limit, another common
+failure of small models)."""
 _LOOSE_STRING_CHARACTER = r'[^\"\\\r\n]'
 _STRICT_STRING_CHARACTER = r'[^\0-\x1f\"\\\r\n]'
+_NUMBER_BOUNDS = (
+    ("[0-9]*", f"[0-9]{{0, {JSON_DIGITS - 1}}}"),
+    ("basic_number_digits{1, -1}", f"basic_number_digits{{1, {JSON_DIGITS}}}"),
+)
 
 
-def strict_json_strings(tag: Any) -> xgrammar.Grammar:
-    """The grammar of a structural tag, with JSON strings that JSON parsers accept.
+def tightened_grammar(tag: Any) -> xgrammar.Grammar:
+    """The grammar of a structural tag, with JSON that parsers accept and numbers of bounded length.
 
     xgrammar 0.2.8 writes a string with ``maxLength``/``minLength`` as "any character but a
-    quote, backslash or line break", which lets raw control characters (tab, ESC, ...) in: the
-    output is then not JSON (``json.loads`` refuses it). Such characters are excluded here,
-    as xgrammar already does for strings without a length bound.
+    quote, backslash or line break": raw control characters (tab, ESC, ...) get in, and the
+    output is then not JSON. They are excluded, as xgrammar already does for other strings.
+    Digits are bounded (:data:`JSON_DIGITS`) only in xgrammar's shared ``basic_*`` rules, so a
+    user's ``pattern`` is never changed.
     """
+
+    def tighten(line: str) -> str:
+        line = line.replace(_LOOSE_STRING_CHARACTER, _STRICT_STRING_CHARACTER)
+        if line.startswith("basic_"):
+            for loose, bounded in _NUMBER_BOUNDS:
+                line = line.replace(loose, bounded)
+        return line
+
     xgr = _xgrammar()
-    text = str(xgr.Grammar.from_structural_tag(tag))
-    return xgr.Grammar.from_ebnf(text.replace(_LOOSE_STRING_CHARACTER, _STRICT_STRING_CHARACTER))
+    lines = str(xgr.Grammar.from_structural_tag(tag)).splitlines()
+    return xgr.Grammar.from_ebnf("\n".join(map(tighten, lines)))
 
 
 _GRAMMARS: weakref.WeakKeyDictionary[Any, dict[tuple[int, tuple[int, ...]], Grammars]] = weakref.WeakKeyDictionary()

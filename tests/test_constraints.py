@@ -269,19 +269,32 @@ def test_grammars_compile_once_per_tokenizer_and_spec(tiny_wide_llm):
     assert grammars.compile(spec) is not grammars.compile(DecodeSettings(tools=TOOLS, tool_choice="required").output)
 
 
-def test_bounded_strings_refuse_raw_control_characters(tiny_wide_llm):
-    """A ``maxLength`` string admits only what ``json.loads`` accepts (xgrammar 0.2.8 alone admits ESC and tab)."""
+def _accepts(tiny_llm, schema, text: str) -> bool:
     import xgrammar
 
-    grammars = grammars_for(tiny_wide_llm.tokenizer, len(tiny_wide_llm.tokenizer), [2])
-    spec = DecodeSettings(response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}).output
-    matcher = xgrammar.GrammarMatcher(grammars.compile(spec))
-    for text, valid in [('{"name": "Ann", "age": 3}', True), ('{"name": "A\x1bn", "age": 3}', False),
-                        ('{"name": "A\tn", "age": 3}', False)]:  # fmt: skip
-        matcher.reset()
-        assert matcher.accept_string(text) is valid, text
-        if valid:
-            assert json.loads(text) == {"name": "Ann", "age": 3}
+    grammars = grammars_for(tiny_llm.tokenizer, len(tiny_llm.tokenizer), [2])
+    spec = DecodeSettings(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}).output
+    return xgrammar.GrammarMatcher(grammars.compile(spec)).accept_string(text)
+
+
+def test_bounded_strings_refuse_raw_control_characters(tiny_wide_llm):
+    """A ``maxLength`` string admits only what ``json.loads`` accepts (xgrammar 0.2.8 alone admits ESC and tab)."""
+    assert _accepts(tiny_wide_llm, PERSON, '{"name": "Ann", "age": 3}')
+    assert json.loads('{"name": "Ann", "age": 3}') == {"name": "Ann", "age": 3}
+    assert not _accepts(tiny_wide_llm, PERSON, '{"name": "A\x1bn", "age": 3}')
+    assert not _accepts(tiny_wide_llm, PERSON, '{"name": "A\tn", "age": 3}')
+
+
+def test_numbers_have_at_most_sixteen_digits_per_part(tiny_wide_llm):
+    """Runaway digits end: 16 digits before the point and 16 after are allowed, 17 are not."""
+    schema = {"type": "object", "properties": {"x": {"type": "number"}, "n": {"type": "integer"}}}
+    sixteen, seventeen = "1234567890123456", "12345678901234567"
+    assert _accepts(tiny_wide_llm, schema, f'{{"x": {sixteen}.{sixteen}, "n": -{sixteen}}}')
+    assert not _accepts(tiny_wide_llm, schema, f'{{"x": 1.{seventeen}}}')
+    assert not _accepts(tiny_wide_llm, schema, f'{{"x": {seventeen}}}')
+    assert not _accepts(tiny_wide_llm, schema, f'{{"n": {seventeen}}}')
+    pattern = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[0-9]*$"}}}
+    assert _accepts(tiny_wide_llm, pattern, f'{{"code": "{seventeen * 2}"}}'), "a pattern keeps its own bounds"
 
 
 def test_constrain_scores_falls_back_when_the_method_allows_nothing(tiny_wide_llm):

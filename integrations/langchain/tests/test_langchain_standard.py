@@ -75,3 +75,11 @@ class TestChatAlignedLLMStandardIntegration(_Capabilities, ChatModelIntegrationT
     @property
     def chat_model_params(self) -> dict:
         return {"device": "cpu", "max_tokens": 64}
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="left to tool_choice='auto', the bundled 135M model answers in prose and never calls a tool "
+        "(measured on BFCL, docs/results.md); the same loop with a call required is test_langchain_agents.py",
+    )
+    def test_agent_loop(self, model) -> None:
+        super().test_agent_loop(model)
