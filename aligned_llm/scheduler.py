@@ -21,7 +21,9 @@ lock), kept to compare against.
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +33,15 @@ from aligned_llm.engine import Batch, Cohort, Engine, EngineRequest, Group, Samp
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
 from aligned_llm.generation import Ticket
 from aligned_llm.methods.base import DecodingMethod
+
+_LIVE: weakref.WeakSet[Scheduler | PerCallRunner] = weakref.WeakSet()
+"""Runners whose threads may be decoding: stopped at interpreter exit, so no thread dies inside a forward."""
+
+
+@atexit.register
+def _stop_live_runners() -> None:
+    for runner in list(_LIVE):
+        runner.stop(timeout=5.0)
 
 
 @dataclass(frozen=True)
@@ -111,20 +122,31 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._batch: Batch | None = None
         self._cohort: Cohort | None = None
+        self._tickets: weakref.WeakSet[Ticket] = weakref.WeakSet()
 
     def submit(self, submission: Submission) -> None:
         """Queue every request of ``submission``; they join the running batch as the budget allows."""
         with self._lock:
+            self._tickets.add(submission.ticket)
             self._waiting.extend(_Waiting(submission, index) for index in range(len(submission.requests)))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="aligned-llm-batch", daemon=True)
                 self._thread.start()
+                _LIVE.add(self)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the thread has stopped (it stops when no work is left)."""
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Cancel every submission not yet finished and wait for the thread to stop."""
+        with self._lock:
+            tickets = list(self._tickets)
+        for ticket in tickets:
+            ticket.cancel.set()
+        self.join(timeout)
 
     @property
     def running(self) -> bool:
@@ -305,16 +327,23 @@ class PerCallRunner:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._threads: set[threading.Thread] = set()
+        self._threads: dict[threading.Thread, Ticket] = {}
 
     def submit(self, submission: Submission) -> None:
         thread = threading.Thread(target=self._run, args=(submission,), name="aligned-llm-call", daemon=True)
-        self._threads.add(thread)
+        self._threads[thread] = submission.ticket
+        _LIVE.add(self)
         thread.start()
 
     def join(self, timeout: float | None = None) -> None:
         for thread in list(self._threads):
             thread.join(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Cancel every submission not yet finished and wait for their threads."""
+        for ticket in list(self._threads.values()):
+            ticket.cancel.set()
+        self.join(timeout)
 
     @property
     def running(self) -> bool:
@@ -335,4 +364,4 @@ class PerCallRunner:
         except Exception as error:
             ticket.fail(error)
         finally:
-            self._threads.discard(threading.current_thread())
+            self._threads.pop(threading.current_thread(), None)
