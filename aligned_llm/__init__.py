@@ -8,6 +8,7 @@ from aligned_llm.errors import (
     AlignedLLMError,
     InvalidSettingError,
     MissingPackageError,
+    ModelLoadError,
     ModelPathError,
     NonFiniteLogitsError,
     PromptTooLongError,
@@ -17,7 +18,7 @@ from aligned_llm.llm import AlignedLLM
 from aligned_llm.methods import AAD, OPAD, PAD, DecodingMethod, LinearAlignment, RowSpec, StepScores, Vanilla
 from aligned_llm.parameters import Parameter
 from aligned_llm.registry import method_class, register_method, registered_methods
-from aligned_llm.result import GenerationResult, TokenTrace
+from aligned_llm.result import GenerationResult, StreamDelta, TokenTrace, ToolCall, ToolCallDelta
 from aligned_llm.settings import DecodeSettings, check_setting, setting_names
 from aligned_llm.setup import ModelSetup
 
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidSettingError",
     "LinearAlignment",
     "MissingPackageError",
+    "ModelLoadError",
     "ModelPathError",
     "ModelSetup",
     "NonFiniteLogitsError",
@@ -55,7 +57,10 @@ __all__ = [
     "PromptTooLongError",
     "RowSpec",
     "StepScores",
+    "StreamDelta",
     "TokenTrace",
+    "ToolCall",
+    "ToolCallDelta",
     "TuningPanel",
     "Vanilla",
     "check_setting",

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -22,8 +25,12 @@ from aligned_llm.parameters import Parameter
 from aligned_llm.registry import method_parameters, registered_methods
 from aligned_llm.settings import DecodeSettings
 
-SETTING_FLAGS_SKIPPED = frozenset({"method", "trace"})
-"""Settings without a flag of their own: ``--method`` is per command, a trace is for notebooks."""
+SETTING_FLAGS_SKIPPED = frozenset(
+    {"method", "trace", "tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained",
+     "constrained_alignment"}
+)  # fmt: skip
+"""Settings without a flag of their own: ``--method`` is per command, a trace is for notebooks, and tools
+and response formats are structured values for code (Python, LangChain, LlamaIndex, the server)."""
 
 
 def compare_columns() -> dict[str, tuple[str, bool]]:
@@ -38,13 +45,13 @@ def _flag(name: str) -> str:
 
 
 def _parse_with(*declarations: Parameter) -> Callable[[str], Any]:
-    """argparse's ``type=``: the registry's parsing (accepted by any method declaring the name), as usage errors."""
+    """argparse's ``type=``: text as the declared type (ranges are checked by the core, with one-line errors)."""
 
     def parse(text: str) -> Any:
         errors = []
         for parameter in declarations:
             try:
-                return parameter.parse(text)
+                return parameter.convert(text)
             except InvalidSettingError as error:
                 errors.append(str(error).split(": ", 1)[1])
         raise argparse.ArgumentTypeError(errors[0])
@@ -133,15 +140,50 @@ def _load(args: argparse.Namespace, console: Console) -> AlignedLLM:
 
 def _read_prompts(path: str) -> list[str]:
     """One prompt per line, or JSONL rows with a ``prompt`` (or ``instruction``) field."""
-    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if lines and all(line.lstrip().startswith("{") for line in lines):
-        rows = [json.loads(line) for line in lines]
-        return [row.get("prompt", row.get("instruction", "")) for row in rows]
-    return lines
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidSettingError("prompts", f"cannot read {path!r}: {_reason(error)}") from error
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise InvalidSettingError("prompts", f"{path!r} has no prompts (one per line, or JSONL with 'prompt')")
+    if not all(line.lstrip().startswith("{") for _, line in lines):
+        return [line for _, line in lines]
+    prompts = []
+    for number, line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise InvalidSettingError("prompts", f"{path!r} line {number} is not valid JSON: {error}") from error
+        prompt = row.get("prompt", row.get("instruction")) if isinstance(row, dict) else None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidSettingError(
+                "prompts", f"{path!r} line {number} needs a non-empty 'prompt' (or 'instruction') string"
+            )
+        prompts.append(prompt)
+    return prompts
 
 
-def _pairs(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> None:
-    prompts = _read_prompts(args.prompts)
+def _check_output(path: str) -> None:
+    """Fail before any decoding when ``--out`` cannot be written: a missing folder, a folder, no permission."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise InvalidSettingError("--out", f"{path!r} is a folder; name a file to write")
+    folder = out.parent
+    if not folder.is_dir():
+        raise InvalidSettingError("--out", f"the folder {str(folder)!r} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{out.name}.", suffix=".check"):
+            pass
+    except OSError as error:
+        raise InvalidSettingError("--out", f"cannot write in {str(folder)!r}: {_reason(error)}") from error
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _pairs(args: argparse.Namespace, prompts: list[str], llm: AlignedLLM, console: Console) -> None:
     pairs = aad_pairs(
         llm, prompts, alpha=args.alpha, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -218,21 +260,42 @@ def _compare(args: argparse.Namespace, llm: AlignedLLM, console: Console) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``aligned-llm`` command."""
+    """Entry point of the ``aligned-llm`` command.
+
+    Every failure ends with a one-line message on stderr and a non-zero exit code: 2 for bad
+    input (settings, files, models), 1 for anything else, 130 when interrupted. With
+    ``ALIGNED_LLM_DEBUG=1`` unexpected errors show their traceback instead.
+    """
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
     try:
+        if args.command == "pairs":
+            prompts = _read_prompts(args.prompts)
+            _check_output(args.out)
         llm = _load(args, console)
         if args.command == "generate":
             _generate(args, llm, console)
         elif args.command == "pairs":
-            _pairs(args, llm, console)
+            _pairs(args, prompts, llm, console)
         else:
             _compare(args, llm, Console())
     except AlignedLLMError as error:
-        console.print(f"[bold red]error:[/bold red] {error}")
+        _fail(console, str(error))
         return 2
+    except KeyboardInterrupt:
+        _fail(console, "interrupted")
+        return 130
+    except Exception as error:
+        if os.environ.get("ALIGNED_LLM_DEBUG"):
+            raise
+        _fail(console, f"{type(error).__name__}: {error} (ALIGNED_LLM_DEBUG=1 shows the traceback)")
+        return 1
     return 0
+
+
+def _fail(console: Console, message: str) -> None:
+    """One line on stderr, whatever the message holds (newlines, markup-like brackets)."""
+    console.print(f"[bold red]error:[/bold red] {escape(' '.join(message.split()))}", soft_wrap=True)
 
 
 if __name__ == "__main__":

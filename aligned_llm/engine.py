@@ -26,10 +26,12 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from aligned_llm import constraints
+from aligned_llm.constraints import Constraint, ConstraintState
 from aligned_llm.errors import NonFiniteLogitsError
 from aligned_llm.lora_gate import lora_gate
 from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
-from aligned_llm.result import FinishReason, GenerationResult, TokenTrace
+from aligned_llm.result import FinishReason, GenerationResult, TokenTrace, ToolCallDelta
 from aligned_llm.sampling import choose_tokens
 from aligned_llm.setup import ADAPTERS_OFF, LOADED_ADAPTER
 from aligned_llm.streaming import TextAssembler
@@ -43,6 +45,8 @@ class EngineRequest:
     max_new_tokens: int
     stop_strings: Sequence[str] = ()
     seed: int | None = None
+    constraint: Constraint | None = None
+    """A grammar over the answer (tool calls, response format); see ``constraints``."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class StepEvent:
     delta: str
     generated_tokens: int
     result: GenerationResult | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    """Tool-call pieces decided at this step (set by ``tools.read_answers``; ``delta`` is then prose)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class Progress:
     token_ids: list[int] = field(default_factory=list)
     trace: list[TokenTrace] | None = None
     finish_reason: FinishReason | None = None
+    constraint: ConstraintState | None = None
 
 
 class Group:
@@ -496,9 +503,12 @@ class Engine:
             Progress(
                 index=index,
                 request=request,
-                assembler=TextAssembler(self.tokenizer, request.stop_strings),
+                assembler=TextAssembler(
+                    self.tokenizer, request.stop_strings, request.constraint and request.constraint.protect
+                ),
                 generator=None if request.seed is None else torch.Generator().manual_seed(request.seed),
                 trace=[] if trace else None,
+                constraint=request.constraint and request.constraint.start(),
             )
             for index, request in requests
         ]
@@ -556,7 +566,7 @@ class Engine:
 
     @torch.inference_mode()
     def _score(self, logits: torch.Tensor, group: Group) -> StepScores:
-        """The method's scores for this step, after checking that the model and the method gave numbers."""
+        """The method's scores for this step (checked: the model and the method gave numbers), grammars applied."""
         step, method = group.step, group.method
         if not bool(torch.isfinite(logits).all()):
             raise NonFiniteLogitsError(
@@ -573,19 +583,23 @@ class Engine:
                 f"method {method!r} produced NaN, +inf or no finite score at step {step}: its parameters "
                 "overflow fp32 scores; use a milder setting"
             )
-        return scored
+        grammars = [item.constraint for item in group.items]
+        masked, signal = constraints.constrain_scores(scores, scored.signal, logits, grammars)
+        return scored._replace(scores=masked, signal=signal)
 
     @torch.inference_mode()
     def _choose(self, scored: StepScores, group: Group) -> torch.Tensor:
         """One token per request: greedy (with the method's tie-break) or seeded sampling."""
         generators = [item.generator for item in group.items] if any(item.generator for item in group.items) else None
-        return choose_tokens(
+        tokens = choose_tokens(
             scored.scores,
             temperature=group.sampling.temperature,
             top_p=group.sampling.top_p,
             generators=generators,
             tie_break=scored.tie_break,
         )
+        constraints.advance([item.constraint for item in group.items], tokens)
+        return tokens
 
     def _record(
         self, tokens: torch.Tensor, logits: torch.Tensor, scored: StepScores, group: Group
@@ -604,7 +618,7 @@ class Engine:
                 item.finish_reason = "stop"
             else:
                 delta = item.assembler.add(token)
-                if item.assembler.stopped_by is not None:
+                if item.assembler.stopped_by is not None or (item.constraint and item.constraint.finished):
                     item.finish_reason = "stop"
                 elif len(item.token_ids) >= item.request.max_new_tokens:
                     item.finish_reason = "length"

@@ -23,6 +23,22 @@ class ModelPathError(AlignedLLMError, ValueError):
     """A model path or name cannot be loaded."""
 
 
+class ModelLoadError(ModelPathError):
+    """A file of a model, adapter or value head exists but cannot be used; names the file and the fault.
+
+    A subclass of :class:`ModelPathError`, so code catching that keeps working. ``path`` is the
+    file (or folder) at fault and ``problem`` says what is wrong with it.
+    """
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.path, self.problem)
+
+
 class NonFiniteLogitsError(AlignedLLMError, ValueError):
     """The model produced NaN or infinite logits; decoding stopped instead of guessing."""
 

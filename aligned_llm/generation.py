@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterat
 from typing import Any
 
 from aligned_llm.engine import StepEvent
-from aligned_llm.result import GenerationResult
+from aligned_llm.result import GenerationResult, StreamDelta
 
 Results = GenerationResult | list[GenerationResult]
 
@@ -26,12 +26,22 @@ class Ticket:
     """One submission's channel from the engine to its callers: events in order, then the results or an error.
 
     ``future`` resolves to the list of results (one per prompt) or, for a single prompt
-    submitted as such, to its result. Events are kept for a reader only with ``keep_events``.
+    submitted as such, to its result. Events are kept for a reader only with ``keep_events``;
+    ``transform`` rewrites them first (tool calls and structured answers are read out of the text).
     """
 
-    def __init__(self, count: int, cancel: threading.Event, *, is_batch: bool, keep_events: bool) -> None:
+    def __init__(
+        self,
+        count: int,
+        cancel: threading.Event,
+        *,
+        is_batch: bool,
+        keep_events: bool,
+        transform: Callable[[Iterable[StepEvent]], Iterable[StepEvent]] | None = None,
+    ) -> None:
         self.cancel = cancel
         self.is_batch = is_batch
+        self._transform = transform
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.future.set_running_or_notify_cancel()
         self._results: list[GenerationResult | None] = [None] * count
@@ -53,6 +63,8 @@ class Ticket:
         with self._condition:
             if self._closed:
                 return
+            if self._transform is not None:
+                events = self._transform(events)
             for event in events:
                 if self._keep_events:
                     self._events.append(event)
@@ -181,37 +193,61 @@ class GenerationStream(Iterator[str], AsyncIterator[str]):
             self._ticket = self._start()
         return self._ticket
 
-    def _take(self, event: StepEvent) -> None:
+    def _take(self, event: StepEvent) -> StreamDelta | None:
         self.generated_tokens = event.generated_tokens
         if event.result is not None:
             self.result = event.result
+        if event.delta or event.tool_calls:
+            return StreamDelta(event.delta, event.tool_calls)
+        return None
 
     def __next__(self) -> str:
-        if self._closed:
-            raise StopIteration
-        ticket = self._started()
-        while (event := ticket.next_event()) is not None:
-            self._take(event)
-            if event.delta:
-                return event.delta
+        while (delta := self._next_delta()) is not None:
+            if delta.text:
+                return delta.text
         raise StopIteration
+
+    def deltas(self) -> Iterator[StreamDelta]:
+        """Prose text and tool-call pieces as they are decided (use instead of iterating the text)."""
+        while (delta := self._next_delta()) is not None:
+            yield delta
 
     def __aiter__(self) -> GenerationStream:
         return self
 
     async def __anext__(self) -> str:
+        while (delta := await self._anext_delta()) is not None:
+            if delta.text:
+                return delta.text
+        raise StopAsyncIteration
+
+    async def adeltas(self) -> AsyncIterator[StreamDelta]:
+        """:meth:`deltas` for ``async for``."""
+        while (delta := await self._anext_delta()) is not None:
+            yield delta
+
+    def _next_delta(self) -> StreamDelta | None:
+        """The next event that carries text or tool-call pieces, or ``None`` at the end."""
         if self._closed:
-            raise StopAsyncIteration
+            return None
+        ticket = self._started()
+        while (event := ticket.next_event()) is not None:
+            if (delta := self._take(event)) is not None:
+                return delta
+        return None
+
+    async def _anext_delta(self) -> StreamDelta | None:
+        if self._closed:
+            return None
         ticket = self._started()
         try:
             while (event := await ticket.anext_event()) is not None:
-                self._take(event)
-                if event.delta:
-                    return event.delta
+                if (delta := self._take(event)) is not None:
+                    return delta
         except asyncio.CancelledError:
             self._cancel.set()
             raise
-        raise StopAsyncIteration
+        return None
 
     def cancel(self) -> None:
         """Stop this generation at the next step."""

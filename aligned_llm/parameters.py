@@ -74,6 +74,10 @@ class Parameter:
 
     def parse(self, text: str) -> Any:
         """A value from command-line text (``choices`` by their spelling), then validated."""
+        return self.validate(self.convert(text))
+
+    def convert(self, text: str) -> Any:
+        """Command-line text as this parameter's type (``choices`` by their spelling), not yet range-checked."""
         if self.choices is not None:
             for choice in self.choices:
                 if text == str(choice):
@@ -86,11 +90,10 @@ class Parameter:
             return lowered in ("true", "1", "yes")
         if self.type in (int, float):
             try:
-                number = self.type(text)
+                return self.type(text)
             except ValueError:
                 raise self._error(text) from None
-            return self.validate(number)
-        return self.validate(text)
+        return text
 
     def allowed(self) -> str:
         """What the parameter accepts, in words (for errors and help)."""

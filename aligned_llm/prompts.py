@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import Union
+from typing import Any, Union
 
 from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
+from aligned_llm import tools
 from aligned_llm.errors import InvalidSettingError
 
-Message = Mapping[str, str]
-Conversation = list[dict[str, str]]
+Message = Mapping[str, Any]
+Conversation = list[dict[str, Any]]
 Prompt = Union[str, Sequence[Message]]
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 _SLOT = "\u2063aligned-llm-system-slot\u2063"
 PROFILE_TEMPLATE = (
@@ -43,6 +44,18 @@ def _is_conversation(value: object) -> bool:
     )
 
 
+def check_text(parameter: str, text: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate such as U+D800): no tokenizer can read it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidSettingError(
+            parameter,
+            f"holds {text[error.start]!r} at index {error.start}, a lone surrogate that is not valid Unicode text; "
+            "decode the text with errors='replace' (or fix its source) first",
+        ) from None
+
+
 def normalize_prompts(prompt: Prompt | Sequence[Prompt]) -> tuple[list[Conversation], bool]:
     """Return the conversations to decode and whether the input was a batch (a list of prompts)."""
     if isinstance(prompt, str) or _is_conversation(prompt):
@@ -60,6 +73,7 @@ def _to_conversation(prompt: object, where: str) -> Conversation:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise InvalidSettingError(where, "must not be empty")
+        check_text(where, prompt)
         return [{"role": "user", "content": prompt}]
     if not _is_conversation(prompt):
         raise InvalidSettingError(where, f"must be a string or a non-empty list of messages, got {prompt!r}")
@@ -68,10 +82,14 @@ def _to_conversation(prompt: object, where: str) -> Conversation:
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise InvalidSettingError(f"{where}[{i}].role", f"must be one of {ROLES}, got {role!r}")
+        if role == "tool" or (role == "assistant" and message.get("tool_calls")):
+            conversation.append(tools.normalize_tool_message(message, f"{where}[{i}]"))
+            continue
         if not isinstance(content, str):
             raise InvalidSettingError(f"{where}[{i}].content", f"must be a string, got {type(content).__name__}")
+        check_text(f"{where}[{i}].content", content)
         conversation.append({"role": role, "content": content})
-    if not any(message["content"].strip() for message in conversation):
+    if not any(message["content"].strip() or message.get("tool_calls") for message in conversation):
         raise InvalidSettingError(where, "every message is empty")
     return conversation
 
@@ -98,14 +116,20 @@ class ChatFormat:
         self.tokenizer = tokenizer
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
 
-    def _render(self, conversation: Conversation) -> str:
-        continuing = conversation[-1]["role"] == "assistant"
+    def _render(self, conversation: Conversation, **template_kwargs: Any) -> str:
+        continuing = conversation[-1]["role"] == "assistant" and not conversation[-1].get("tool_calls")
         return self.tokenizer.apply_chat_template(
             conversation,
             tokenize=False,
             add_generation_prompt=not continuing,
             continue_final_message=continuing,
+            **template_kwargs,
         )
+
+    @cached_property
+    def renders_tools(self) -> bool:
+        """Whether the chat template renders tools, calls and results itself (Hermes format)."""
+        return self.has_template and tools.template_renders_tools(self._render)
 
     @cached_property
     def _system_slot(self) -> tuple[bool, str]:
@@ -164,19 +188,35 @@ class ChatFormat:
         self, conversation: Conversation, principle: str | None, profile: str | Mapping[str, float] | None
     ) -> Conversation:
         """The conversation of the guided rows: principle and/or profile injected."""
+        check_text("principle", principle or "")
+        if profile is not None:
+            check_text("profile", render_profile(profile))
         guided = self.with_principle(conversation, principle or "")
         if profile is None or (isinstance(profile, str) and not profile.strip()):
             return guided
         return self.with_profile(guided, profile)
 
-    def encode(self, conversation: Conversation) -> list[int]:
-        """Token ids of the rendered conversation, ready for the next assistant token."""
+    def encode(self, conversation: Conversation, tool_prompt: tools.ToolPrompt | None = None) -> list[int]:
+        """Token ids of the rendered conversation, ready for the next assistant token.
+
+        ``tool_prompt``: tools and instructions to render (see ``tools.render_conversation``).
+        """
         if self.has_template:
-            text = self._render(conversation)
+            kwargs: dict[str, Any] = {}
+            if tool_prompt is not None or tools.has_tool_parts(conversation):
+                conversation, kwargs = tools.render_conversation(
+                    conversation, tool_prompt, template_tools=self.renders_tools,
+                    supports_system=self.supports_system, default_system=self.default_system,
+                )  # fmt: skip
+            text = self._render(conversation, **kwargs)
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(conversation) != 1 or conversation[0]["role"] != "user":
             raise InvalidSettingError(
                 "prompt", "this model's tokenizer has no chat template: pass a plain string, not messages"
+            )
+        if tool_prompt is not None:
+            conversation, _ = tools.render_conversation(
+                conversation, tool_prompt, template_tools=False, supports_system=False, default_system=""
             )
         return self.tokenizer(conversation[0]["content"])["input_ids"]
 

@@ -21,10 +21,11 @@ Listener = Callable[[type[DecodingMethod]], None]
 _METHODS: dict[str, type[DecodingMethod]] = {}
 _LISTENERS: list[Listener] = []
 
-RESERVED_NAMES = frozenset(
-    {"method", "principle", "profile", "max_new_tokens", "stop", "temperature", "top_p", "seed", "trace"}
-)
-"""The common settings' names, which no method parameter may take."""
+def _reserved_names() -> frozenset[str]:
+    """The common settings' names (and ``method``), which no method parameter may take."""
+    from aligned_llm.common_settings import COMMON_PARAMETERS
+
+    return frozenset({"method", *(parameter.name for parameter in COMMON_PARAMETERS)})
 
 
 @overload
@@ -99,7 +100,7 @@ def _check_declaration(cls: type[DecodingMethod], replace: bool) -> None:
     for parameter in cls.parameters:
         if not isinstance(parameter, Parameter):
             raise TypeError(f"{cls.__name__}.parameters must hold Parameter declarations, got {parameter!r}")
-        if parameter.name in RESERVED_NAMES or parameter.name in seen:
+        if parameter.name in _reserved_names() or parameter.name in seen:
             raise ValueError(f"{cls.__name__}: parameter name {parameter.name!r} is reserved or repeated")
         seen.add(parameter.name)
         for other_method, other in method_parameters().get(parameter.name, []):

@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call of a tool the model made: ``arguments`` is the parsed JSON object."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A streamed piece of tool call ``index``.
+
+    ``id`` and ``name`` are set in the first delta of a call (``None`` after); the
+    ``arguments`` fragments of a call concatenate to its JSON arguments text.
+    """
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """One event of ``GenerationStream.deltas()``: prose text and/or tool call pieces."""
+
+    text: str
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -33,8 +64,10 @@ class GenerationResult:
     ``input_tokens`` counts the prompt tokens of the primary context (the one the user's
     conversation is rendered into, with the principle when there is one); ``output_tokens``
     counts every token the model produced, the end-of-turn token included. ``finish_reason``
-    is ``"stop"`` (end-of-turn token or stop string), ``"length"`` (max_new_tokens reached)
-    or ``"cancelled"``.
+    is ``"stop"`` (end-of-turn token or stop string), ``"tool_calls"`` (the answer ended with
+    tool calls), ``"length"`` (max_new_tokens reached) or ``"cancelled"``. With tools,
+    ``text`` holds the prose only and ``tool_calls`` the calls; with a ``response_format``,
+    ``parsed`` holds the parsed JSON (or the validated pydantic instance).
     """
 
     text: str
@@ -44,3 +77,5 @@ class GenerationResult:
     token_ids: tuple[int, ...] = ()
     method: str = "vanilla"
     trace: list[TokenTrace] | None = field(default=None, repr=False)
+    tool_calls: tuple[ToolCall, ...] = ()
+    parsed: Any = None

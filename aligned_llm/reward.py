@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from aligned_llm.errors import ModelPathError
+from aligned_llm.errors import ModelLoadError
+from aligned_llm.loading import UNREADABLE_WEIGHTS, check_safetensors, describe_unreadable
 
 VALUE_HEAD_FILES = ("value_head.safetensors", "value_head.bin")
 _KEY_PREFIXES = ("v_head.summary.", "v_head.", "summary.", "")
@@ -27,11 +28,19 @@ def find_value_head(folder: Path) -> Path | None:
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors in a value-head file; :class:`ModelLoadError` naming it when it is unreadable."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        check_safetensors(path)
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE_WEIGHTS as error:
+        raise ModelLoadError(path, describe_unreadable(error, "a value head")) from error
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ModelLoadError(path, f"must hold a dict of tensors, it holds a {type(state).__name__}")
+    return state
 
 
 def attach_value_head(model: PreTrainedModel, path: Path) -> PreTrainedModel:
@@ -43,11 +52,10 @@ def attach_value_head(model: PreTrainedModel, path: Path) -> PreTrainedModel:
             weight, bias = state[f"{prefix}weight"], state.get(f"{prefix}bias")
             break
     else:
-        raise ModelPathError(f"{path} has no value-head weight (keys: {sorted(state)})")
+        raise ModelLoadError(path, f"has no value-head weight (keys: {sorted(state)})")
     if tuple(weight.shape) != (hidden, hidden):
-        raise ModelPathError(
-            f"{path}: the value head must be Linear({hidden}, {hidden}) for this model, "
-            f"got weight {tuple(weight.shape)}"
+        raise ModelLoadError(
+            path, f"the value head must be Linear({hidden}, {hidden}) for this model, got weight {tuple(weight.shape)}"
         )
     head = torch.nn.Linear(hidden, hidden, bias=bias is not None)
     with torch.no_grad():

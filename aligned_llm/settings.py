@@ -12,7 +12,8 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from aligned_llm.common_settings import COMMON_PARAMETERS, DEFAULT_MAX_NEW_TOKENS, Profile
+from aligned_llm.common_settings import COMMON_PARAMETERS, DEFAULT_MAX_NEW_TOKENS, OUTPUT_SETTINGS, Profile
+from aligned_llm.constraints import OutputSpec, output_spec
 from aligned_llm.errors import InvalidSettingError
 from aligned_llm.methods import DecodingMethod
 from aligned_llm.registry import method_class, method_parameters
@@ -56,13 +57,20 @@ class DecodeSettings(Mapping[str, Any]):
     methods' parameters, their declared defaults). Immutable; :meth:`replace` makes a copy.
     """
 
-    __slots__ = ("_given", "_values")
+    __slots__ = ("_given", "_output", "_values")
 
     def __init__(self, **settings: Any) -> None:
         """Check every setting given; raise ``InvalidSettingError`` naming the first bad one."""
         values = _resolve(settings)
+        output = output_spec(*(values[name] for name in OUTPUT_SETTINGS), values["constrained_alignment"])
         object.__setattr__(self, "_values", MappingProxyType(values))
         object.__setattr__(self, "_given", frozenset(settings))
+        object.__setattr__(self, "_output", output)
+
+    @property
+    def output(self) -> OutputSpec:
+        """What the answer must be (tool calls, JSON), checked together; free text when nothing is set."""
+        return self._output
 
     def __getattr__(self, name: str) -> Any:
         try:

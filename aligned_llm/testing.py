@@ -17,9 +17,11 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 TINY_CONTEXT_WINDOW = 256
 """The tiny models' context window, in tokens."""
+WIDE_CONTEXT_WINDOW = 2048
+"""For prompts that carry tool specs (the tool prompt alone is about 300 tokens)."""
 
 
-def build_tiny_model(seed: int, vocab_size: int) -> LlamaForCausalLM:
+def build_tiny_model(seed: int, vocab_size: int, context_window: int = TINY_CONTEXT_WINDOW) -> LlamaForCausalLM:
     """A 2-layer random Llama whose logits are spread enough that argmax is never a near-tie."""
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -29,7 +31,7 @@ def build_tiny_model(seed: int, vocab_size: int) -> LlamaForCausalLM:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=TINY_CONTEXT_WINDOW,
+        max_position_embeddings=context_window,
         initializer_range=0.2,
         bos_token_id=1,
         eos_token_id=2,
@@ -39,10 +41,12 @@ def build_tiny_model(seed: int, vocab_size: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
-def save_tiny_model(folder: str | Path, seed: int, tokenizer: PreTrainedTokenizerBase) -> Path:
+def save_tiny_model(
+    folder: str | Path, seed: int, tokenizer: PreTrainedTokenizerBase, context_window: int = TINY_CONTEXT_WINDOW
+) -> Path:
     """A tiny random model saved with ``tokenizer`` in ``folder``, loadable like any local model."""
     folder = Path(folder)
-    build_tiny_model(seed=seed, vocab_size=len(tokenizer)).save_pretrained(folder)
+    build_tiny_model(seed=seed, vocab_size=len(tokenizer), context_window=context_window).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

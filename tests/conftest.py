@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from aligned_llm import AlignedLLM
 from aligned_llm.loading import bundled_model_dir
-from aligned_llm.testing import save_tiny_lora, save_tiny_model
+from aligned_llm.testing import WIDE_CONTEXT_WINDOW, save_tiny_lora, save_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +54,22 @@ def tiny_reference_dir(tmp_path_factory, tokenizer) -> Path:
 def tiny_pair_llm(tiny_dir, tiny_adapter_dir) -> AlignedLLM:
     """The tiny model with a LoRA "DPO" adapter: an AAD pair (adapter on = DPO, off = SFT)."""
     return AlignedLLM.from_pretrained(tiny_dir, adapter=tiny_adapter_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_dir(tmp_path_factory, tokenizer) -> Path:
+    """The seed-0 tiny model with a context window long enough for tool prompts."""
+    return save_tiny_model(
+        tmp_path_factory.mktemp("tiny-wide"), seed=0, tokenizer=tokenizer, context_window=WIDE_CONTEXT_WINDOW
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_llm(tiny_wide_dir) -> AlignedLLM:
+    return AlignedLLM.from_pretrained(tiny_wide_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_pair_llm(tiny_wide_dir, tiny_adapter_dir) -> AlignedLLM:
+    """``tiny_pair_llm`` with the wide context window: an AAD pair for tool prompts."""
+    return AlignedLLM.from_pretrained(tiny_wide_dir, adapter=tiny_adapter_dir, device="cpu")

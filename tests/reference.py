@@ -112,3 +112,40 @@ def greedy_aad(dpo, sft, alpha: float, max_new_tokens: int, eos: set[int]) -> li
         if token in eos:
             break
     return out
+
+
+class NaiveTextAssembler:
+    """Stop-string handling done the obvious way: every stop searched in the whole text at every token."""
+
+    def __init__(self, tokenizer, stop_strings=()) -> None:
+        self._tokenizer = tokenizer
+        self._stop_strings = tuple(stop_strings)
+        self._ids: list[int] = []
+        self.text = ""
+        self.stopped_by = None
+
+    def add(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        full = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        hits = [(full.find(stop), stop) for stop in self._stop_strings if stop in full]
+        if hits:
+            index, self.stopped_by = min(hits)
+            return self._emit(full[:index])
+        if full.endswith("\ufffd"):
+            return ""
+        pending = max(
+            (size for stop in self._stop_strings for size in range(1, min(len(stop) - 1, len(full)) + 1)
+             if full.endswith(stop[:size])),
+            default=0,
+        )  # fmt: skip
+        return self._emit(full[: len(full) - pending])
+
+    def finish(self) -> str:
+        if self.stopped_by is not None:
+            return ""
+        return self._emit(self._tokenizer.decode(self._ids, skip_special_tokens=True))
+
+    def _emit(self, certain: str) -> str:
+        delta = certain[len(self.text) :]
+        self.text += delta
+        return delta

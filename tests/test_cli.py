@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pytest
+
 from aligned_llm import AlignedLLM
 from aligned_llm.cli import main
 
@@ -34,3 +39,85 @@ def test_bad_settings_exit_with_a_clear_message(tiny_dir, capsys):
     code = main(["compare", "Hi", "--model", str(tiny_dir), "--max-new-tokens", "4"])
     assert code == 2
     assert "principle" in capsys.readouterr().err
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    return lines[0]
+
+
+@pytest.fixture
+def prompts_file(tmp_path) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("Tell me about the moon.\nName a river.\n")
+    return path
+
+
+PAIRS_FAULTS = {
+    "missing prompts file": (lambda tmp, prompts: ["pairs", str(tmp / "missing.txt"), "--out", str(tmp / "o.jsonl")],
+                             "prompts"),
+    "prompts file is a folder": (lambda tmp, prompts: ["pairs", str(tmp), "--out", str(tmp / "o.jsonl")], "prompts"),
+    "--out in a missing folder": (lambda tmp, prompts: ["pairs", str(prompts), "--out", str(tmp / "no" / "o.jsonl")],
+                                  "--out"),
+    "--out names a folder": (lambda tmp, prompts: ["pairs", str(prompts), "--out", str(tmp)], "--out"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", sorted(PAIRS_FAULTS))
+def test_pairs_input_and_output_are_checked_before_the_model_loads(fault, tmp_path, prompts_file, capsys):
+    build, parameter = PAIRS_FAULTS[fault]
+    code = main([*build(tmp_path, prompts_file), "--model", str(tmp_path / "no-such-model")])
+    assert code == 2
+    assert f"{parameter}:" in _one_line_error(capsys), "named before the (missing) model is looked at"
+
+
+BROKEN_PROMPTS = {
+    "not JSON": ('{"prompt": "a"}\n{"prompt": \n', "line 2 is not valid JSON"),
+    "no prompt field": ('{"prompt": "a"}\n{"question": "b"}\n', "line 2 needs a non-empty 'prompt'"),
+    "not UTF-8": (b"\xff\xfe caf\xe9\n", "cannot read"),
+    "empty": ("\n  \n", "has no prompts"),
+    "a lone surrogate": ('{"prompt": "\\ud800 hi"}\n', "lone surrogate"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BROKEN_PROMPTS))
+def test_a_broken_prompts_file_is_one_line(fault, tmp_path, tiny_dir, tiny_adapter_dir, capsys, monkeypatch):
+    content, message = BROKEN_PROMPTS[fault]
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    monkeypatch.setattr(AlignedLLM, "generate", _no_decoding)
+    code = main(["pairs", str(path), "--out", str(tmp_path / "out.jsonl"), "--model", str(tiny_dir), "--adapter",
+                 str(tiny_adapter_dir)])  # fmt: skip
+    assert code == 2
+    line = _one_line_error(capsys)
+    assert message in line and "prompt" in line
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def _no_decoding(*args, **kwargs):
+    raise AssertionError("decoding started")
+
+
+def test_garbage_model_weights_are_one_line(tiny_dir, tmp_path, capsys):
+    model = Path(shutil.copytree(tiny_dir, tmp_path / "model"))
+    (model / "model.safetensors").write_bytes(b"\x00" * 100)
+    code = main(["generate", "Hi", "--model", str(model)])
+    assert code == 2
+    assert "model.safetensors" in _one_line_error(capsys)
+
+
+def test_an_unexpected_error_is_one_line_with_a_way_to_see_more(tiny_dir, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something deep\ninside torch [broke]")
+
+    monkeypatch.setattr(AlignedLLM, "stream", broken)
+    code = main(["generate", "Hi", "--model", str(tiny_dir)])
+    assert code == 1
+    line = _one_line_error(capsys)
+    assert "RuntimeError: something deep inside torch [broke]" in line and "ALIGNED_LLM_DEBUG=1" in line
+    monkeypatch.setenv("ALIGNED_LLM_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="something deep"):
+        main(["generate", "Hi", "--model", str(tiny_dir)])

@@ -8,7 +8,7 @@ import pytest
 
 from aligned_llm import AlignedLLM, InvalidSettingError
 from aligned_llm.cli import main
-from aligned_llm.pairs import aad_pairs, write_jsonl
+from aligned_llm.pairs import PreferencePair, aad_pairs, write_jsonl
 
 PROMPTS = ["Tell me about the moon.", "Name three rivers.", "Write a haiku about rain."]
 
@@ -54,3 +54,44 @@ def test_cli_pairs(tiny_dir, tiny_adapter_dir, tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {row["prompt"] for row in rows} <= set(PROMPTS) and rows
     assert f"{len(rows)} pairs from 3 prompts" in capsys.readouterr().err
+
+
+def _rows(count: int) -> list[PreferencePair]:
+    return [PreferencePair(f"prompt {i}", f"good {i}", f"bad {i}") for i in range(count)]
+
+
+def test_write_jsonl_never_writes_through_a_planted_symlink(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "pairs.jsonl"
+    (tmp_path / "pairs.jsonl.partial").symlink_to(victim)
+    assert write_jsonl(_rows(3), out) == 3
+    assert victim.read_text() == "precious"
+    assert [json.loads(line)["chosen"] for line in out.read_text().splitlines()] == ["good 0", "good 1", "good 2"]
+    assert not out.is_symlink()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pairs.jsonl", "pairs.jsonl.partial", "victim.txt"]
+
+
+def test_write_jsonl_replaces_a_symlink_at_the_output_instead_of_following_it(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "pairs.jsonl"
+    out.symlink_to(victim)
+    write_jsonl(_rows(1), out)
+    assert victim.read_text() == "precious"
+    assert not out.is_symlink() and json.loads(out.read_text())["prompt"] == "prompt 0"
+
+
+def test_write_jsonl_keeps_the_rows_of_a_failed_run_beside_the_output(tmp_path, caplog):
+    def failing():
+        yield from _rows(2)
+        raise RuntimeError("decoding failed")
+
+    out = tmp_path / "pairs.jsonl"
+    out.write_text("the previous run\n")
+    with pytest.raises(RuntimeError, match="decoding failed"):
+        write_jsonl(failing(), out)
+    assert out.read_text() == "the previous run\n", "the output is replaced only when complete"
+    (partial,) = tmp_path.glob(".pairs.jsonl.*.partial")
+    assert len(partial.read_text().splitlines()) == 2
+    assert str(partial) in caplog.text

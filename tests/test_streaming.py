@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
 
 from aligned_llm.streaming import TextAssembler
+from tests.reference import NaiveTextAssembler
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 
@@ -177,3 +179,54 @@ def test_concurrent_streams_interleave_and_match_serial_runs(tiny_llm):
         for slot, stream in enumerate((first, second)):
             texts[slot] += next(stream, "")
     assert texts == expected
+
+
+ALPHABET = ["a", "b", "ab", " ", "é", "日本", "🙂", "\n", "END", "b a"]
+
+
+def _random_case(rng: random.Random) -> tuple[str, list[str]]:
+    text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 25)))
+    stops = []
+    for _ in range(rng.randint(1, 6)):
+        if rng.random() < 0.7 and text:
+            start = rng.randrange(len(text))
+            stops.append(text[start : start + rng.randint(1, 6)])
+        else:
+            stops.append("".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 3))))
+    return text, stops
+
+
+def _run(assembler, ids: list[int]) -> tuple[list[str], str | None]:
+    """Feed tokens as the engine does: until a stop string is found, then finish."""
+    deltas = []
+    for token in ids:
+        deltas.append(assembler.add(token))
+        if assembler.stopped_by is not None:
+            break
+    deltas.append(assembler.finish())
+    return deltas, assembler.stopped_by
+
+
+@pytest.mark.parametrize("tokenization", ["bytes", "bpe"])
+def test_assembler_matches_the_naive_stop_search(tokenization, tokenizer):
+    """Same deltas and the same stop string as searching every stop in the whole text each token."""
+    rng = random.Random(7)
+    decoder = _FakeTokenizer() if tokenization == "bytes" else tokenizer
+    stopped = 0
+    for _ in range(300):
+        text, stops = _random_case(rng)
+        ids = list(text.encode()) if tokenization == "bytes" else tokenizer.encode(text, add_special_tokens=False)
+        expected = _run(NaiveTextAssembler(decoder, stops), ids)
+        assert _run(TextAssembler(decoder, stops), ids) == expected, (text, stops)
+        stopped += expected[1] is not None
+    assert 100 < stopped < 300, "the cases cover both stopping and running to the end"
+
+
+def test_assembler_with_ten_thousand_stop_strings_matches_the_naive_search():
+    rng = random.Random(3)
+    stops = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 8))) for _ in range(10_000)]
+    text = "".join(rng.choice("abcdefgh ") for _ in range(400))
+    ids = list(text.encode())
+    expected = _run(NaiveTextAssembler(_FakeTokenizer(), stops), ids)
+    assert _run(TextAssembler(_FakeTokenizer(), stops), ids) == expected
+    assert expected[1] is not None

@@ -88,8 +88,8 @@ def train(args: argparse.Namespace) -> None:
         ]
     )
     folder = bundled_model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     config = DPOConfig(
         output_dir=str(Path(args.out) / "checkpoints"),

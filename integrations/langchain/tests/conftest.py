@@ -13,7 +13,15 @@ from aligned_llm.loading import BUNDLED_NAME, bundled_model_dir
 from aligned_llm.testing import build_tiny_model
 from transformers import AutoTokenizer
 
-from langchain_aligned_llm.registry import shared_llm
+from langchain_aligned_llm.registry import set_max_shared_models, shared_llm
+
+
+@pytest.fixture(scope="session", autouse=True)
+def keep_the_fixture_models_loaded():
+    """The fixtures share three models by name (tiny, other, bundled) and spy on them by identity: keep all."""
+    set_max_shared_models(8)
+    yield
+    set_max_shared_models(None)
 
 
 @pytest.fixture(scope="session")

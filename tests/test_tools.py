@@ -1,0 +1,341 @@
+"""Tool specs, tool_choice, response_format and message validation; rendering; parsing calls out of text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel
+
+from aligned_llm import DecodeSettings, InvalidSettingError, StreamDelta, ToolCallDelta
+from aligned_llm.output_format import normalize_response_format
+from aligned_llm.prompts import ChatFormat, normalize_prompts
+from aligned_llm.tools import (
+    ToolCallParser,
+    normalize_tool_choice,
+    normalize_tools,
+    parse_call,
+    protect_calls,
+    tool_prompt_text,
+)
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+HISTORY = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature_c": 21}'},
+]
+
+
+# ---------------------------------------------------------------- settings errors
+
+
+@pytest.mark.parametrize(
+    ("settings", "parameter", "message"),
+    [
+        ({"tools": WEATHER}, "tools", "list of tool dicts"),
+        ({"tools": [{"name": "get_weather"}]}, "tools", '"type": "function"'),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools", "letters, digits"),
+        ({"tools": [WEATHER, WEATHER]}, "tools", "unique"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]},
+            "tools",
+            "type 'object'",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "x": {1}}}}]},
+            "tools",
+            "not JSON",
+        ),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "x"}}}},
+                    }
+                ]
+            },
+            "tools",
+            "cannot be compiled",
+        ),
+        ({"tools": [WEATHER], "tool_choice": "get_time"}, "tool_choice", "unknown tool 'get_time'"),
+        ({"tool_choice": "required"}, "tool_choice", "needs tools"),
+        ({"tool_choice": "get_weather"}, "tool_choice", "no tools were given"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function"}}, "tool_choice", "a dict must be"),
+        ({"tools": [WEATHER], "tool_choice": 3}, "tool_choice", "must be 'auto'"),
+        ({"tools": [WEATHER], "parallel_tool_calls": "yes"}, "parallel_tool_calls", "True or False"),
+        ({"response_format": {"type": "xml"}}, "response_format", "'json_schema'"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format", "schema"),
+        ({"response_format": "json"}, "response_format", "pydantic"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"schema": {"type": "integer", "minimum": 5, "maximum": 1}},
+                }
+            },
+            "response_format",
+            "cannot be compiled",
+        ),
+        ({"constrained": 1}, "constrained", "True or False"),
+        ({"constrained_alignment": "loud"}, "constrained_alignment", "'steer', 'off'"),
+    ],
+)
+def test_bad_tool_settings_name_the_parameter_before_any_forward(tiny_llm, settings, parameter, message):
+    forwards = []
+    handle = tiny_llm.model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        with pytest.raises(InvalidSettingError) as error:
+            tiny_llm.generate("Hello", max_new_tokens=2, **settings)
+        with pytest.raises(InvalidSettingError):
+            tiny_llm.stream("Hello", max_new_tokens=2, **settings)
+    finally:
+        handle.remove()
+    assert error.value.parameter == parameter
+    assert message in str(error.value)
+    assert forwards == []
+
+
+def test_uncompilable_schema_is_accepted_without_the_grammar():
+    bad = {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "x"}}}},
+    }
+    assert DecodeSettings(tools=[bad], constrained=False).output.tools[0].name == "f"
+
+
+@pytest.mark.parametrize(
+    ("message", "parameter"),
+    [
+        ({"role": "tool", "content": 3}, "prompt[1].content"),
+        ({"role": "tool", "content": "ok", "tool_call_id": 7}, "prompt[1].tool_call_id"),
+        ({"role": "assistant", "content": None, "tool_calls": "get_weather"}, "prompt[1].tool_calls"),
+        ({"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}, "prompt[1].tool_calls[0]"),
+        (
+            {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]},
+            "prompt[1].tool_calls[0].function.arguments",
+        ),
+        (
+            {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]},
+            "prompt[1].tool_calls[0].function.arguments",
+        ),
+    ],
+)
+def test_bad_tool_messages_name_their_place(message, parameter):
+    with pytest.raises(InvalidSettingError) as error:
+        normalize_prompts([{"role": "user", "content": "hi"}, message])
+    assert error.value.parameter == parameter
+
+
+def test_tool_specs_and_choices_normalise():
+    tools = normalize_tools([WEATHER, TIME])
+    assert [tool.name for tool in tools] == ["get_weather", "get_time"]
+    assert tools[1].parameters == {"type": "object", "properties": {}}
+    assert normalize_tools(None) == () == normalize_tools([])
+    assert normalize_tool_choice("auto", tools).mode == "auto"
+    assert normalize_tool_choice("none", ()).mode == "none"
+    named = normalize_tool_choice({"type": "function", "function": {"name": "get_time"}}, tools)
+    assert (named.mode, named.name) == ("required", "get_time")
+    assert normalize_tool_choice("get_weather", tools).name == "get_weather"
+
+
+def test_response_formats_normalise_and_parse():
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    assert normalize_response_format(None) is None
+    assert normalize_response_format({"type": "text"}) is None
+    any_object = normalize_response_format({"type": "json_object"})
+    assert any_object.grammar_schema == {"type": "object"}
+    assert any_object.parse('{"a": [1]}') == {"a": [1]}
+    assert any_object.parse("not json") is None
+    model = normalize_response_format(Person)
+    assert model.schema["required"] == ["name", "age"]
+    assert model.parse('{"name": "Ann", "age": 30}') == Person(name="Ann", age=30)
+    assert model.parse('{"name": "Ann"}') is None
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    assert (
+        normalize_response_format({"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}).schema
+        == schema
+    )
+
+
+def test_past_tool_calls_are_normalised():
+    conversation, _ = normalize_prompts(HISTORY)
+    assert conversation[0][1] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+        ],
+    }
+    assert conversation[0][2] == {"role": "tool", "content": '{"temperature_c": 21}', "tool_call_id": "call_1"}
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def test_bundled_template_gets_the_library_tool_prompt_and_in_turn_results(tokenizer):
+    chat = ChatFormat(tokenizer)
+    assert not chat.renders_tools
+    conversation, _ = normalize_prompts(HISTORY)
+    prompt = DecodeSettings(tools=[WEATHER]).output.prompt()
+    text = tokenizer.decode(chat.encode(conversation[0], prompt))
+    system = chat.default_system + "\n\n" + tool_prompt_text(normalize_tools([WEATHER]))
+    assert text == (
+        f"<|im_start|>system\n{system}<|im_end|>\n"
+        "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_response>\n{"temperature_c": 21}\n</tool_response>\n'
+    )
+    assert '{"type": "function", "function": {"name": "get_weather", "description": "Get the current' in system
+
+
+def test_later_assistant_text_joins_the_tool_turn_and_a_new_user_turn_follows(tokenizer):
+    chat = ChatFormat(tokenizer)
+    conversation, _ = normalize_prompts(
+        [*HISTORY, {"role": "assistant", "content": "It is 21 C."}, {"role": "user", "content": "Thanks!"}]
+    )
+    text = tokenizer.decode(chat.encode(conversation[0]))
+    assert text.endswith(
+        "<|im_start|>assistant\n"
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_response>\n{"temperature_c": 21}\n</tool_response>\nIt is 21 C.<|im_end|>\n'
+        "<|im_start|>user\nThanks!<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert "# Tools" not in text
+
+
+def test_principle_goes_before_the_tools_and_the_unguided_row_has_none(tiny_llm):
+    settings = DecodeSettings(method="opad", principle="Talk like a pirate.", tools=[WEATHER])
+    guided, plain = (tiny_llm.tokenizer.decode(ids) for ids in tiny_llm.encode_rows(HISTORY[:1], settings))
+    assert "Talk like a pirate.\n\n# Tools" in guided
+    assert "pirate" not in plain
+    assert plain.replace(tiny_llm.chat_format.default_system, "") != plain
+    assert "# Tools" in plain
+
+
+QWEN_LIKE_TEMPLATE = (
+    "{% if tools %}{{ '<|im_start|>system\\n# Tools\\n<tools>' }}{% for tool in tools %}"
+    "{{ '\\n' + tool | tojson }}{% endfor %}"
+    "{{ '\\n</tools>\\nCall with <tool_call></tool_call><|im_end|>\\n' }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message.role == 'tool' %}"
+    "{{ '<|im_start|>user\\n<tool_response>\\n' + message.content + '\\n</tool_response><|im_end|>\\n' }}"
+    "{% elif message.tool_calls %}{{ '<|im_start|>assistant' }}{% for call in message.tool_calls %}"
+    '{{ \'\\n<tool_call>\\n{"name": "\' + call.function.name + \'", "arguments": \' }}'
+    "{{ call.function.arguments | tojson }}{{ '}\\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\\n' }}"
+    "{% else %}{{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_a_template_with_hermes_tools_renders_them_itself(tokenizer):
+    import copy
+
+    qwen_like = copy.deepcopy(tokenizer)
+    qwen_like.chat_template = QWEN_LIKE_TEMPLATE
+    chat = ChatFormat(qwen_like)
+    assert chat.renders_tools
+    conversation, _ = normalize_prompts(HISTORY)
+    text = qwen_like.decode(chat.encode(conversation[0], DecodeSettings(tools=[WEATHER]).output.prompt()))
+    assert text.startswith("<|im_start|>system\n# Tools\n<tools>\n" + json.dumps(WEATHER))
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in text
+    assert text.endswith('<tool_response>\n{"temperature_c": 21}\n</tool_response><|im_end|>\n<|im_start|>assistant\n')
+    assert "You may call one or more functions" not in text
+
+
+def test_response_format_instruction_is_in_the_system_message(tokenizer):
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    prompt = DecodeSettings(response_format={"type": "json_schema", "json_schema": {"schema": schema}}).output.prompt()
+    text = tokenizer.decode(ChatFormat(tokenizer).encode([{"role": "user", "content": "hi"}], prompt))
+    assert f"matches this JSON schema:\n{json.dumps(schema)}<|im_end|>" in text
+
+
+def test_tool_choice_none_leaves_the_tools_out():
+    assert DecodeSettings(tools=[WEATHER], tool_choice="none").output.prompt() is None
+
+
+# ---------------------------------------------------------------- parsing
+
+
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+def _parse(text: str, chunk: int) -> tuple[ToolCallParser, list[StreamDelta]]:
+    parser = ToolCallParser()
+    deltas = [parser.feed(text[i : i + chunk]) for i in range(0, len(text), chunk)]
+    deltas.append(parser.finish())
+    return parser, deltas
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
+def test_parser_splits_prose_and_calls_whatever_the_chunking(chunk):
+    text = f"Let me check.\n{CALL}\n{CALL.replace('Paris', 'Rome')}\n"
+    parser, deltas = _parse(text, chunk)
+    assert parser.text == "Let me check." == "".join(delta.text for delta in deltas)
+    assert [(call.name, call.arguments) for call in parser.calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "Rome"}),
+    ]
+    pieces = [piece for delta in deltas for piece in delta.tool_calls]
+    assert pieces == [
+        ToolCallDelta(0, parser.calls[0].id, "get_weather", '{"city": "Paris"}'),
+        ToolCallDelta(1, parser.calls[1].id, "get_weather", '{"city": "Rome"}'),
+    ]
+    assert all(call.id.startswith("call_") and len(call.id) == 29 for call in parser.calls)
+    assert parser.calls[0].id != parser.calls[1].id
+
+
+def test_parser_holds_back_a_partial_marker_and_releases_it_when_it_is_prose():
+    parser = ToolCallParser()
+    assert parser.feed("a <tool").text == "a"
+    assert parser.feed("box> b").text == " <toolbox> b"
+    assert parser.finish().text == ""
+
+
+def test_parser_drops_a_repeated_call_and_keeps_blocks_that_are_not_calls():
+    parser, _ = _parse(f"{CALL}\n{CALL}\n<tool_call>not json</tool_call> done", 5)
+    assert len(parser.calls) == 1
+    assert parser.text == "<tool_call>not json</tool_call> done"
+
+
+def test_parser_settles_an_unclosed_block_at_the_end():
+    parser, _ = _parse('<tool_call>\n{"name": "f", "arguments": {"a": 1}}', 4)
+    assert [(call.name, call.arguments) for call in parser.calls] == [("f", {"a": 1})]
+    cut, _ = _parse('Hi <tool_call>\n{"name": "f", "argu', 4)
+    assert cut.calls == []
+    assert cut.text == 'Hi <tool_call>\n{"name": "f", "argu'
+
+
+def test_call_bodies_parse_leniently():
+    assert parse_call('{"name": "f", "arguments": "{\\"a\\": 1}"}') == ("f", {"a": 1})
+    assert parse_call('{"name": "f", "parameters": {"a": 1}}') == ("f", {"a": 1})
+    assert parse_call('{"name": "f"}') == ("f", {})
+    assert parse_call('{"arguments": {}}') is None
+    assert parse_call('{"name": "f", "arguments": [1]}') is None
+
+
+def test_protect_calls_blanks_call_blocks_only():
+    text = f"a {CALL} b <tool_call>open"
+    protected = protect_calls(text)
+    assert len(protected) == len(text)
+    assert protected.startswith("a ") and " b " in protected
+    assert "tool_call" not in protected and "Paris" not in protected
