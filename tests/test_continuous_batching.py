@@ -22,6 +22,7 @@ from aligned_llm import (
     RowSpec,
     StepScores,
 )
+from tests.test_constraints import ONE_CALL, PROMPT, TOOLS, assert_valid_calls
 
 LONG = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 SHORT = "What is 2 + 2?"
@@ -374,3 +375,24 @@ def test_a_dropped_stream_stops_decoding(tiny_llm):
         llm._runner.join(60)
     assert not llm._runner.running
     assert len(forwards.shapes) < 200
+
+
+def test_requests_with_grammars_join_a_running_batch_of_free_ones(tiny_wide_llm):
+    cases = [
+        (PROMPT, {"max_new_tokens": 40}),
+        (PROMPT, {"tools": TOOLS, **ONE_CALL, "method": "opad", "principle": "Be brief.", "max_new_tokens": 60}),
+        ("Hi", {"response_format": {"type": "json_object"}, "max_new_tokens": 30}),
+    ]
+    alone = _alone(tiny_wide_llm, cases)
+    with recorded(tiny_wide_llm.model, hold_at=2) as forwards:
+        running = tiny_wide_llm.submit(cases[0][0], trace=True, **cases[0][1])
+        assert forwards.held.wait(60)
+        later = [tiny_wide_llm.submit(prompt, trace=True, **settings) for prompt, settings in cases[1:]]
+        forwards.release.set()
+        results = [running.result(), *[generation.result() for generation in later]]
+    _same(results, alone)
+    assert_valid_calls(results[1])
+    calls = [[(call.name, call.arguments) for call in r.tool_calls] for r in (results[1], alone[1])]
+    assert calls[0] == calls[1]
+    assert results[2].parsed == alone[2].parsed
+    assert max(forwards.decode_rows) == 4, "free, constrained and JSON requests share one forward"
