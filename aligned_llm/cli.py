@@ -1,4 +1,4 @@
-"""The ``aligned-llm`` command: generate with one method, or compare methods side by side."""
+"""The ``aligned-llm`` command: generate, compare methods side by side, build preference pairs, or serve."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from rich.table import Table
 from aligned_llm.common_settings import COMMON_PARAMETERS, DEFAULT_MAX_NEW_TOKENS
 from aligned_llm.errors import AlignedLLMError, InvalidSettingError
 from aligned_llm.llm import AlignedLLM
-from aligned_llm.pairs import aad_pairs, write_jsonl
+from aligned_llm.pairs import PreferencePair, aad_pairs, aad_settings, write_jsonl
 from aligned_llm.parameters import Parameter
 from aligned_llm.registry import method_parameters, registered_methods
 from aligned_llm.settings import DecodeSettings
+from aligned_llm.spec import ModelSpec
 
 SETTING_FLAGS_SKIPPED = frozenset(
     {"method", "trace", "tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained",
@@ -123,7 +124,51 @@ def _parser() -> argparse.ArgumentParser:
     pairs.add_argument("--seed", type=int, default=0)
     pairs.add_argument("--max-new-tokens", type=int, default=256)
     pairs.add_argument("--batch-size", type=int, default=8)
+    pairs.add_argument("--ray", action="store_true", help="decode on Ray Data (one model per replica)")
+    pairs.add_argument("--replicas", type=int, default=1, help="with --ray: how many model replicas decode at once")
+    pairs.add_argument("--ray-address", help="with --ray: a running cluster ('auto', ray://…); default: a local Ray")
+    _add_serve_command(commands)
     return parser
+
+
+def _add_serve_command(commands: argparse._SubParsersAction) -> None:
+    """``aligned-llm serve``: the OpenAI-compatible server (the ``serve`` extra; ``--ray`` needs the ``ray`` extra)."""
+    serve = commands.add_parser("serve", help="an OpenAI-compatible HTTP server on the model (docs/serving.md)")
+    serve.add_argument("--model", help="local folder or hub id (default: the bundled SmolLM2-135M-Instruct)")
+    serve.add_argument("--adapter", help="a LoRA adapter folder (AAD's DPO side; 'bundled' with the default model)")
+    serve.add_argument("--reference", help="the SFT reference model, for AAD with two models")
+    serve.add_argument("--device", help="cpu, cuda, cuda:1, … (default: CUDA when available)")
+    serve.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--api-key", default=os.environ.get("ALIGNED_LLM_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on /v1 (default: $ALIGNED_LLM_API_KEY; none when unset)",
+    )  # fmt: skip
+    serve.add_argument("--served-model-name", help="the name clients send as 'model' (default: the model's)")
+    serve.add_argument("--max-queue", type=int, default=64, help="requests in flight beyond which new ones get 503")
+    serve.add_argument("--retry-after", type=int, default=1, help="seconds a 503 tells the client to wait")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--ray", action="store_true", help="run as Ray Serve replicas behind Ray's HTTP proxy")
+    serve.add_argument("--replicas", type=int, default=1, help="with --ray: how many replicas (one model each)")
+    serve.add_argument("--num-cpus", type=float, help="with --ray: CPUs reserved per replica")
+    serve.add_argument("--num-gpus", type=float, help="with --ray: GPUs per replica (e.g. 1: one model per GPU)")
+    serve.add_argument("--ray-address", help="with --ray: a running cluster ('auto', ray://…); default: a local Ray")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from aligned_llm.server.run import run_http, run_ray
+
+    spec = ModelSpec(model=args.model, adapter=args.adapter, reference=args.reference, device=args.device,
+                     dtype=args.dtype)  # fmt: skip
+    options = {"api_key": args.api_key, "max_queue": args.max_queue, "retry_after": args.retry_after}
+    if args.served_model_name:
+        options["served_model_name"] = args.served_model_name
+    if args.ray:
+        run_ray(spec, host=args.host, port=args.port, replicas=args.replicas, address=args.ray_address,
+                num_cpus=args.num_cpus, num_gpus=args.num_gpus, **options)  # fmt: skip
+    else:
+        run_http(spec, host=args.host, port=args.port, log_level=args.log_level, **options)
 
 
 def _load(args: argparse.Namespace, console: Console) -> AlignedLLM:
@@ -190,6 +235,31 @@ def _pairs(args: argparse.Namespace, prompts: list[str], llm: AlignedLLM, consol
     )  # fmt: skip
     count = write_jsonl(pairs, args.out)
     console.print(f"{count} pairs from {len(prompts)} prompts written to {args.out}")
+
+
+def _pairs_on_ray(args: argparse.Namespace, prompts: list[str], console: Console) -> None:
+    """``pairs --ray``: the same pairs and JSONL, decoded by ``--replicas`` models on Ray Data."""
+    import ray
+
+    from aligned_llm.ray_data import pair_dataset
+
+    chosen, rejected = aad_settings(alpha=args.alpha, temperature=args.temperature, top_p=args.top_p,
+                                    seed=args.seed, max_new_tokens=args.max_new_tokens)  # fmt: skip
+    spec = ModelSpec(model=args.model, adapter=args.adapter, reference=args.reference, device=args.device,
+                     dtype=args.dtype)  # fmt: skip
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=args.ray_address, include_dashboard=False)
+    try:
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        dataset = pair_dataset(ray.data.from_items([{"prompt": prompt} for prompt in prompts]), spec, chosen=chosen,
+                               rejected=rejected, replicas=args.replicas, batch_size=args.batch_size)  # fmt: skip
+        rows = dataset.iter_rows()
+        count = write_jsonl((PreferencePair(row["prompt"], row["chosen"], row["rejected"]) for row in rows), args.out)
+    finally:
+        if started_here:
+            ray.shutdown()
+    console.print(f"{count} pairs from {len(prompts)} prompts written to {args.out} ({args.replicas} Ray replicas)")
 
 
 def _prompt(args: argparse.Namespace) -> str | list[dict[str, str]]:
@@ -269,9 +339,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
     try:
+        if args.command == "serve":
+            _serve(args)
+            return 0
         if args.command == "pairs":
             prompts = _read_prompts(args.prompts)
             _check_output(args.out)
+            if args.ray:
+                _pairs_on_ray(args, prompts, console)
+                return 0
         llm = _load(args, console)
         if args.command == "generate":
             _generate(args, llm, console)

@@ -14,7 +14,7 @@ from typing import Any
 
 from aligned_llm.errors import InvalidSettingError
 
-JSON_PROMPT = "Respond only with a JSON object, on one line, that matches this JSON schema:\n{schema}"
+JSON_PROMPT = "Respond only with JSON, on one line, that matches this JSON schema:\n{schema}"
 """The instruction a response format adds to the system message (the grammar enforces it)."""
 JSON_OBJECT_PROMPT = "Respond only with a JSON object, on one line."
 
@@ -38,10 +38,15 @@ class ResponseFormat:
         return JSON_PROMPT.format(schema=json.dumps(self.schema, ensure_ascii=False))
 
     def parse(self, text: str) -> Any:
-        """The answer as JSON (or a validated model instance); ``None`` when it does not parse."""
-        try:
-            value = json.loads(text.strip())
-        except ValueError:
+        """The answer as JSON (or a validated model instance); ``None`` when it does not parse.
+
+        Without a grammar models wrap JSON in prose or code fences: the span from the first
+        ``{`` to the last ``}`` is tried too.
+        """
+        value = _loads(text.strip())
+        if value is None and "{" in text and "}" in text:
+            value = _loads(text[text.index("{") : text.rindex("}") + 1])
+        if value is None:
             return None
         if self.model is None:
             return value
@@ -51,6 +56,13 @@ class ResponseFormat:
             return self.model.model_validate(value)
         except ValidationError:
             return None
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _is_pydantic_model(value: object) -> bool:

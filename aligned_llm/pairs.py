@@ -80,6 +80,15 @@ def _decode_pairs(
             bar.update(len(batch))
 
 
+def aad_settings(
+    *, alpha: float = 0.1, temperature: float = 1.0, top_p: float = 0.9, seed: int = 0, max_new_tokens: int = 256
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(chosen, rejected)`` settings of AAD pairs: AAD (greedy, ``alpha``), a nucleus sample of the DPO model."""
+    chosen = {"method": "aad", "alpha": alpha, "max_new_tokens": max_new_tokens}
+    rejected = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_new_tokens": max_new_tokens}
+    return chosen, rejected
+
+
 def aad_pairs(
     llm: AlignedLLM,
     prompts: Sequence[str],
@@ -93,8 +102,9 @@ def aad_pairs(
     progress: bool = True,
 ) -> Iterator[PreferencePair]:
     """chosen = AAD (greedy, ``alpha``), rejected = a nucleus sample of the DPO model."""
-    chosen = {"method": "aad", "alpha": alpha, "max_new_tokens": max_new_tokens}
-    rejected = {"temperature": temperature, "top_p": top_p, "seed": seed, "max_new_tokens": max_new_tokens}
+    chosen, rejected = aad_settings(
+        alpha=alpha, temperature=temperature, top_p=top_p, seed=seed, max_new_tokens=max_new_tokens
+    )
     return contrast_pairs(llm, prompts, chosen=chosen, rejected=rejected, batch_size=batch_size, progress=progress)
 
 

@@ -41,8 +41,9 @@ from typing import Any
 import torch
 from eval_data import PRINCIPLES, Principle, alpaca_instructions, harmbench_prompts, strongreject_prompts
 from reference_loops import left_pad
+from report import rate_bars, rate_cell
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from scoring import is_refusal, mcnemar_exact, mean_interval, repetition_rate, wilson_interval
+from scoring import is_refusal, mcnemar_exact, mean_interval, proportion, repetition_rate
 from throughput import prompt_rows
 
 from aligned_llm import AlignedLLM
@@ -147,11 +148,6 @@ def run_safety(generate: Generator, methods: list[str], sets: dict[str, list[str
     return records
 
 
-def _rate(flags: list[bool]) -> dict[str, float]:
-    low, high = wilson_interval(sum(flags), len(flags))
-    return {"n": len(flags), "rate": sum(flags) / len(flags), "low": low, "high": high}
-
-
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     adherence: dict[str, dict[str, Any]] = defaultdict(dict)
     fluency: dict[str, Any] = {}
@@ -161,9 +157,9 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     every_principle = {r["principle"] for rows in by_method.values() for r in rows}
     for method, rows in by_method.items():
         for principle in dict.fromkeys(r["principle"] for r in rows):
-            adherence[method][principle] = _rate([r["followed"] for r in rows if r["principle"] == principle])
+            adherence[method][principle] = proportion([r["followed"] for r in rows if r["principle"] == principle])
         if {r["principle"] for r in rows} == every_principle:  # AAD (one principle) has no overall
-            adherence[method]["overall"] = _rate([r["followed"] for r in rows])
+            adherence[method]["overall"] = proportion([r["followed"] for r in rows])
         unique = {(r["prompt"], r["principle"] if method != "base" else ""): r for r in rows}.values()
         mean, low, high = mean_interval([r["logprob"] for r in unique])
         repetition = mean_interval([r["repetition"] for r in unique])
@@ -189,14 +185,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "adherence": dict(adherence),
         "fluency": fluency,
         "paired_vs_direct": paired,
-        "safety": {m: {s: _rate(flags) for s, flags in sets.items()} for m, sets in safety.items()},
+        "safety": {m: {s: proportion(flags) for s, flags in sets.items()} for m, sets in safety.items()},
     }
-
-
-def _cell(entry: dict[str, float] | None) -> str:
-    if entry is None:
-        return "—"
-    return f"{100 * entry['rate']:.0f}% [{100 * entry['low']:.0f}, {100 * entry['high']:.0f}]"
 
 
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -210,7 +200,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                   "|---" * (len(adherence_methods) + 1) + "|"]  # fmt: skip
         principles = list(dict.fromkeys(p for m in adherence_methods for p in summary["adherence"][m]))
         for principle in [p for p in principles if p != "overall"] + ["overall"]:
-            cells = [_cell(summary["adherence"][m].get(principle)) for m in adherence_methods]
+            cells = [rate_cell(summary["adherence"][m].get(principle)) for m in adherence_methods]
             label = f"**{principle}**" if principle == "overall" else f"`{principle}`"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines += ["", "### Fluency guard (same answers)", "",
@@ -238,29 +228,9 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                   "|---" * (len(safety_methods) + 1) + "|"]  # fmt: skip
         for name in SAFETY_SETS:
             if any(name in summary["safety"][m] for m in safety_methods):
-                cells = [_cell(summary["safety"][m].get(name)) for m in safety_methods]
+                cells = [rate_cell(summary["safety"][m].get(name)) for m in safety_methods]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _bars(axis: Any, groups: list[str], series: dict[str, list[dict[str, float] | None]], ylabel: str) -> None:
-    width = 0.8 / max(1, len(series))
-    for index, (label, entries) in enumerate(series.items()):
-        xs = [g + (index - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        present = [(x, e) for x, e in zip(xs, entries, strict=True) if e is not None]
-        if not present:
-            continue
-        heights = [100 * e["rate"] for _, e in present]
-        errors = [
-            [max(0.0, 100 * (e["rate"] - e["low"])) for _, e in present],
-            [max(0.0, 100 * (e["high"] - e["rate"])) for _, e in present],
-        ]
-        axis.bar([x for x, _ in present], heights, width, yerr=errors, capsize=2, label=label)
-    axis.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
-    axis.set_ylabel(ylabel)
-    axis.set_ylim(0, 100)
-    axis.grid(True, axis="y", alpha=0.3)
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 
 
 def plots(summary: dict[str, Any], title: str, out: Path) -> None:
@@ -274,7 +244,7 @@ def plots(summary: dict[str, Any], title: str, out: Path) -> None:
         principles = list(dict.fromkeys(p for m in methods for p in summary["adherence"][m] if p != "overall"))
         groups = [*principles, "overall"]
         figure, axis = plt.subplots(figsize=(12, 5))
-        _bars(axis, [g.split(":")[-1] for g in groups],
+        rate_bars(axis, [g.split(":")[-1] for g in groups],
               {METHODS[m]: [summary["adherence"][m].get(g) for g in groups] for m in methods},
               "principle followed (%), 95% CI")  # fmt: skip
         axis.set_title(f"Principle adherence, IFEval checkers on AlpacaEval prompts — {title}", fontsize=10)
@@ -285,7 +255,7 @@ def plots(summary: dict[str, Any], title: str, out: Path) -> None:
         methods = [m for m in METHODS if m in summary["safety"]]
         groups = [s for s in SAFETY_SETS if any(s in summary["safety"][m] for m in methods)]
         figure, axis = plt.subplots(figsize=(10, 4.5))
-        _bars(axis, groups, {METHODS[m]: [summary["safety"][m].get(g) for g in groups] for m in methods},
+        rate_bars(axis, groups, {METHODS[m]: [summary["safety"][m].get(g) for g in groups] for m in methods},
               "refused (%), 95% CI")  # fmt: skip
         axis.set_title(f"Refusals under a 'refuse harmful requests' principle — {title}", fontsize=10)
         figure.tight_layout()

@@ -1,4 +1,4 @@
-"""Statistics and text checks for ``quality.py``: intervals, refusals, repetition."""
+"""Statistics and text checks for ``quality.py`` and ``tools.py``: intervals, refusals, repetition."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion(flags: list[bool]) -> dict[str, float]:
+    """A pass rate with its 95% Wilson interval: ``{"n", "rate", "low", "high"}``."""
+    low, high = wilson_interval(sum(flags), len(flags))
+    return {"n": len(flags), "rate": sum(flags) / len(flags), "low": low, "high": high}
 
 
 def mcnemar_exact(wins: int, losses: int) -> float:

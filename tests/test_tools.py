@@ -165,6 +165,8 @@ def test_response_formats_normalise_and_parse():
     assert any_object.grammar_schema == {"type": "object"}
     assert any_object.parse('{"a": [1]}') == {"a": [1]}
     assert any_object.parse("not json") is None
+    assert any_object.parse('Sure! ```json\n{"a": 1}\n```') == {"a": 1}
+    assert any_object.parse("{ oops") is None
     model = normalize_response_format(Person)
     assert model.schema["required"] == ["name", "age"]
     assert model.parse('{"name": "Ann", "age": 30}') == Person(name="Ann", age=30)

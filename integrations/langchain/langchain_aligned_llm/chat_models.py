@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aligned_llm import GenerationResult
+from aligned_llm import GenerationResult, StreamDelta
 from aligned_llm.prompts import Conversation
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -13,13 +13,16 @@ from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict
 
 from langchain_aligned_llm.batching import BatchPlan, batch_plan, planned_result
 from langchain_aligned_llm.core_call import CoreCall
 from langchain_aligned_llm.decoding import CoreDecoding
 from langchain_aligned_llm.messages import to_conversation
+from langchain_aligned_llm.structured import structured_runnable
+from langchain_aligned_llm.tool_messages import ai_message, message_chunk
+from langchain_aligned_llm.tools import ToolLike, bind_kwargs
 
 
 class ChatAlignedLLM(CoreDecoding, BaseChatModel):
@@ -28,7 +31,8 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
     Pass a loaded ``AlignedLLM`` as ``llm``, or a ``model`` folder / hub id that is loaded on
     first use and shared (default: the bundled SmolLM2-135M-Instruct). Every decoding setting
     is a field and a per-call keyword: ``chat.invoke(messages, principle="Be brief.")``,
-    ``chat.bind(method="opad", beta=2.0)``. No tool calling, no structured output, text only.
+    ``chat.bind(method="opad", beta=2.0)``. Tool calls (``bind_tools``) and structured output
+    (``with_structured_output``) are grammar-constrained: valid by construction. Text only.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -55,8 +59,10 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
             audio_inputs=False,
             video_inputs=False,
             pdf_inputs=False,
-            tool_calling=False,
-            structured_output=False,
+            tool_calling=True,
+            tool_choice=True,
+            tool_call_streaming=True,
+            structured_output=True,
         )
         llm = self._loaded_llm()
         if llm is not None:
@@ -74,7 +80,7 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
         conversation = to_conversation(messages)
         result = planned_result(call, conversation) or call.llm.generate(conversation, **call.settings)
         metadata = call.metadata(result)
-        message = AIMessage(content=result.text, usage_metadata=call.usage(result), response_metadata=metadata)
+        message = ai_message(result, usage_metadata=call.usage(result), response_metadata=metadata)
         return ChatResult(
             generations=[ChatGeneration(message=message, generation_info=metadata)],
             llm_output={"model_name": call.llm.name},
@@ -83,8 +89,8 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
     def _core_prompt(self, value: list[BaseMessage]) -> Conversation:
         return to_conversation(value)
 
-    def _text_chunk(self, delta: str) -> ChatGenerationChunk:
-        return ChatGenerationChunk(message=AIMessageChunk(content=delta))
+    def _text_chunk(self, delta: StreamDelta) -> ChatGenerationChunk:
+        return ChatGenerationChunk(message=message_chunk(delta))
 
     def _last_chunk(self, call: CoreCall, result: GenerationResult) -> ChatGenerationChunk:
         metadata = call.metadata(result)
@@ -92,6 +98,43 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
             content="", usage_metadata=call.usage(result), response_metadata=metadata, chunk_position="last"
         )
         return ChatGenerationChunk(message=last, generation_info=metadata)
+
+    # --- tool calling and structured output: translation in tools.py, tool_messages.py, structured.py ---
+
+    def bind_tools(
+        self,
+        tools: Sequence[ToolLike],
+        *,
+        tool_choice: str | bool | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (LangChain tools, pydantic classes, functions, TypedDicts, dicts): valid calls by construction.
+
+        ``tool_choice``: ``"auto"`` (default), ``"none"``, ``"any"``/``"required"`` (at least one
+        call), a tool's name, ``True`` (the only tool) or an OpenAI-style dict.
+        ``parallel_tool_calls=False`` allows one call per answer; ``strict=True`` closes the
+        schemas (no extra properties). ``kwargs`` (settings such as ``principle``) are bound too.
+        """
+        return self.bind(**bind_kwargs(tools, tool_choice, parallel_tool_calls, strict), **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Mapping[str, Any] | type | None = None,
+        *,
+        method: str = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """A runnable returning validated objects of ``schema`` (pydantic instance or dict); see ``structured``.
+
+        ``method``: ``"json_schema"`` (default; the core's ``response_format``),
+        ``"function_calling"`` (a required call of the schema as a tool) or ``"json_mode"``.
+        ``include_raw=True`` returns ``{"raw", "parsed", "parsing_error"}``.
+        """
+        return structured_runnable(self, schema, method=method, include_raw=include_raw, strict=strict, **kwargs)
 
     def batch(
         self,
@@ -137,4 +180,3 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
     def _caching(self) -> bool:
         """Whether LangChain may answer some calls from its cache (they would then not reach the model)."""
         return self.cache is not False and (isinstance(self.cache, BaseCache) or get_llm_cache() is not None)
-

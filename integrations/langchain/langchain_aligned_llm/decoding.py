@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from aligned_llm import GenerationResult, GenerationStream
+from aligned_llm import GenerationResult, GenerationStream, StreamDelta
 from aligned_llm.prompts import Prompt
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.outputs import GenerationChunk
@@ -27,8 +27,8 @@ class CoreDecoding(AlignedLLMParams):
         """The core prompt for LangChain's input (messages or a string)."""
         raise NotImplementedError
 
-    def _text_chunk(self, delta: str) -> GenerationChunk:
-        """A chunk carrying one text delta."""
+    def _text_chunk(self, delta: StreamDelta) -> GenerationChunk:
+        """A chunk carrying one delta: prose text and, for chat models, tool-call pieces."""
         raise NotImplementedError
 
     def _last_chunk(self, call: CoreCall, result: GenerationResult) -> GenerationChunk:
@@ -67,7 +67,7 @@ class CoreDecoding(AlignedLLMParams):
     ) -> AsyncIterator[Any]:
         call, stream = self._open_stream(value, stop, kwargs)
         try:
-            async for delta in stream:
+            async for delta in stream.adeltas():
                 chunk = self._text_chunk(delta)
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -82,7 +82,7 @@ class CoreDecoding(AlignedLLMParams):
 
     def _chunks(self, call: CoreCall, stream: GenerationStream) -> Iterator[Any]:
         """Each text delta as a chunk, then the last chunk with usage and metadata."""
-        for delta in stream:
+        for delta in stream.deltas():
             yield self._text_chunk(delta)
         yield self._last_chunk(call, _result(stream))
 

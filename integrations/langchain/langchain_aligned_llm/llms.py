@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aligned_llm import GenerationResult
+from aligned_llm import GenerationResult, StreamDelta
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.llms import LLM
@@ -106,8 +106,8 @@ class AlignedLLMText(CoreDecoding, LLM):
     def _core_prompt(self, value: str) -> str:
         return value
 
-    def _text_chunk(self, delta: str) -> GenerationChunk:
-        return GenerationChunk(text=delta)
+    def _text_chunk(self, delta: StreamDelta) -> GenerationChunk:
+        return GenerationChunk(text=delta.text)
 
     def _last_chunk(self, call: CoreCall, result: GenerationResult) -> GenerationChunk:
         return GenerationChunk(text="", generation_info=_info(call, result))

@@ -2,22 +2,26 @@
 
 Messages keep their order and roles, so any sequence the model's chat template accepts
 works: several system messages, a system message mid-conversation, consecutive turns of one
-role, or a trailing AI message (which the model then continues). Only text can be decoded,
-so other content (images, audio, files, tool calls) is refused rather than silently dropped.
+role, or a trailing AI message (which the model then continues). AI messages' tool calls and
+tool messages carry over (see ``tool_messages``). Only text can be decoded, so other content
+(images, audio, files) is refused rather than silently dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
+
+from langchain_aligned_llm.tool_messages import TOOL_CALL_BLOCKS, tool_fields
 
 _ROLE_ALIASES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
 
 
-def to_conversation(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+def to_conversation(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """Convert LangChain messages into the core's conversation format."""
-    return [{"role": _role(message), "content": _text(message)} for message in messages]
+    return [{"role": _role(message), "content": _text(message), **tool_fields(message)} for message in messages]
 
 
 def _role(message: BaseMessage) -> str:
@@ -26,13 +30,13 @@ def _role(message: BaseMessage) -> str:
     if isinstance(message, HumanMessage):
         return "user"
     if isinstance(message, AIMessage):
-        if message.tool_calls or message.invalid_tool_calls:
-            raise ValueError("ChatAlignedLLM does not support tool calling: an AIMessage with tool calls was given")
         return "assistant"
+    if isinstance(message, ToolMessage):
+        return "tool"
     if isinstance(message, ChatMessage) and message.role.lower() in _ROLE_ALIASES:
         return _ROLE_ALIASES[message.role.lower()]
     raise ValueError(
-        f"ChatAlignedLLM takes system, human and AI messages (no tool calling); got a {type(message).__name__}"
+        f"ChatAlignedLLM takes system, human, AI and tool messages; got a {type(message).__name__}"
         + (f" with role {message.role!r}" if isinstance(message, ChatMessage) else "")
     )
 
@@ -47,6 +51,8 @@ def _text(message: BaseMessage) -> str:
             parts.append(block)
         elif block.get("type") == "text":
             parts.append(block.get("text", ""))
+        elif isinstance(message, AIMessage) and block.get("type") in TOOL_CALL_BLOCKS:
+            continue  # the same calls are in message.tool_calls
         else:
             raise ValueError(
                 f"ChatAlignedLLM decodes text only; a {type(message).__name__} "

@@ -29,8 +29,15 @@ def lc_tokenizer():
     return AutoTokenizer.from_pretrained(bundled_model_dir(), local_files_only=True)
 
 
-def _save_tiny(folder: Path, tokenizer, seed: int) -> str:
-    build_tiny_model(seed=seed, vocab_size=len(tokenizer)).save_pretrained(folder)
+TOOLS_CONTEXT_WINDOW = 1024
+"""Tool prompts (the library's tool instructions and the specs) need more than the tiny models' 256 tokens."""
+
+
+def _save_tiny(folder: Path, tokenizer, seed: int, context_window: int | None = None) -> str:
+    model = build_tiny_model(seed=seed, vocab_size=len(tokenizer))
+    if context_window is not None:
+        model.config.max_position_embeddings = context_window  # rotary positions: the weights do not change
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 
@@ -45,6 +52,19 @@ def tiny_model_dir(tmp_path_factory, lc_tokenizer) -> str:
 def other_model_dir(tmp_path_factory, lc_tokenizer) -> str:
     """A second tiny model (other weights), for per-call ``model=`` overrides."""
     return _save_tiny(tmp_path_factory.mktemp("lc-tiny-b"), lc_tokenizer, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tools_model_dir(tmp_path_factory, lc_tokenizer) -> str:
+    """The first tiny model's weights with a 1024-token window, for tool-calling and structured-output tests."""
+    folder = tmp_path_factory.mktemp("lc-tiny-tools")
+    return _save_tiny(folder, lc_tokenizer, seed=0, context_window=TOOLS_CONTEXT_WINDOW)
+
+
+@pytest.fixture(scope="session")
+def tools_tiny(tools_model_dir) -> AlignedLLM:
+    """The shared AlignedLLM every ``ChatAlignedLLM(model=tools_model_dir, device="cpu")`` uses."""
+    return shared_llm(tools_model_dir, {"device": "cpu"})
 
 
 @pytest.fixture(scope="session")
@@ -78,10 +98,10 @@ class EngineSpy:
             self.calls.append(EngineCall(api, prompt, dict(settings)))
 
 
-@pytest.fixture
-def spy(tiny, monkeypatch) -> EngineSpy:
+def spy_on(llm: AlignedLLM, monkeypatch: pytest.MonkeyPatch) -> EngineSpy:
+    """Record the calls into ``llm`` for the rest of the test."""
     recorder = EngineSpy()
-    real_generate, real_stream = tiny.generate, tiny.stream
+    real_generate, real_stream = llm.generate, llm.stream
 
     def generate(prompt, **settings):
         recorder.record("generate", prompt, settings)
@@ -91,9 +111,19 @@ def spy(tiny, monkeypatch) -> EngineSpy:
         recorder.record("stream", prompt, settings)
         return real_stream(prompt, **settings)
 
-    monkeypatch.setattr(tiny, "generate", generate)
-    monkeypatch.setattr(tiny, "stream", stream)
+    monkeypatch.setattr(llm, "generate", generate)
+    monkeypatch.setattr(llm, "stream", stream)
     return recorder
+
+
+@pytest.fixture
+def spy(tiny, monkeypatch) -> EngineSpy:
+    return spy_on(tiny, monkeypatch)
+
+
+@pytest.fixture
+def tools_spy(tools_tiny, monkeypatch) -> EngineSpy:
+    return spy_on(tools_tiny, monkeypatch)
 
 
 @pytest.fixture(scope="session")

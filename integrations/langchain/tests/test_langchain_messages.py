@@ -72,13 +72,12 @@ def test_text_content_blocks_are_joined_and_names_ignored(chat, spy):
     "message",
     [
         HumanMessage(content=[{"type": "image", "url": "https://example.com/cat.png"}]),
-        ToolMessage("42", tool_call_id="call-1"),
-        AIMessage("", tool_calls=[{"name": "add", "args": {"a": 1}, "id": "call-1"}]),
+        ToolMessage([{"type": "image", "url": "https://example.com/cat.png"}], tool_call_id="call-1"),
         ChatMessage(role="critic", content="Too long."),
     ],
-    ids=["image", "tool-message", "tool-call", "unknown-role"],
+    ids=["image", "tool-message-image", "unknown-role"],
 )
 def test_what_cannot_be_decoded_is_refused_before_any_model_work(chat, spy, message):
-    with pytest.raises(ValueError, match=r"text only|tool calling"):
+    with pytest.raises(ValueError, match=r"text only|takes system, human, AI and tool messages"):
         chat.invoke([HumanMessage("Hi."), message])
     assert spy.calls == []

@@ -208,5 +208,5 @@ def test_langsmith_params_follow_per_call_values(chat):
 def test_model_profile_reports_capabilities_and_context_window(tiny):
     profile = ChatAlignedLLM(llm=tiny).profile
     assert profile["max_input_tokens"] == tiny.context_window
-    assert profile["tool_calling"] is False
+    assert profile["tool_calling"] is profile["structured_output"] is True
     assert profile["text_inputs"] is True

@@ -1,4 +1,11 @@
-"""LangChain's standard conformance suites for ChatAlignedLLM, run on a tiny local model (no network)."""
+"""LangChain's standard conformance suites for ChatAlignedLLM, offline, with tool calling and structured output on.
+
+The unit suite runs on a tiny random model. The integration suite runs on the bundled
+SmolLM2: its tool-calling tests check argument values (``magic_function(3)`` must be called
+with ``{"input": 3}``), which only a real model can get right; the grammar makes every call
+and object valid. The suites skip only what does not apply to a local text model (images,
+audio, video, PDFs, Anthropic-format inputs), each with the suite's own reason.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +16,13 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from langchain_aligned_llm import ChatAlignedLLM
 
 
-class _TinyModel:
-    """Points the suites at the tiny model folders; no tool calling, text only (the suites' defaults)."""
+class _Capabilities:
+    """What ChatAlignedLLM implements; the model-override value is the second tiny model's folder."""
 
-    model_dir: str
     override_dir: str
 
     @pytest.fixture(autouse=True)
-    def _tiny_model_folders(self, tiny_model_dir, other_model_dir):
-        type(self).model_dir = tiny_model_dir
+    def _override_folder(self, other_model_dir):
         type(self).override_dir = other_model_dir
 
     @property
@@ -26,11 +31,19 @@ class _TinyModel:
 
     @property
     def has_tool_calling(self) -> bool:
-        return False
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
 
     @property
     def supports_model_override(self) -> bool:
@@ -41,13 +54,24 @@ class _TinyModel:
         return self.override_dir
 
 
-class TestChatAlignedLLMStandardUnit(_TinyModel, ChatModelUnitTests):
+class TestChatAlignedLLMStandardUnit(_Capabilities, ChatModelUnitTests):
+    model_dir: str
+
+    @pytest.fixture(autouse=True)
+    def _tiny_model_folder(self, tiny_model_dir):
+        type(self).model_dir = tiny_model_dir
+
     @property
     def chat_model_params(self) -> dict:
         return {"model": self.model_dir, "device": "cpu"}
 
 
-class TestChatAlignedLLMStandardIntegration(_TinyModel, ChatModelIntegrationTests):
+@pytest.mark.bundled
+class TestChatAlignedLLMStandardIntegration(_Capabilities, ChatModelIntegrationTests):
+    @pytest.fixture(autouse=True)
+    def _bundled_model(self, bundled):
+        """Load the bundled model once (the class names it; every instance shares it)."""
+
     @property
     def chat_model_params(self) -> dict:
-        return {"model": self.model_dir, "device": "cpu", "max_tokens": 16}
+        return {"device": "cpu", "max_tokens": 64}

@@ -70,8 +70,8 @@ async def test_astream_matches_stream(chat):
     assert chunks[-1].usage_metadata is not None
 
 
-async def test_concurrent_astreams_keep_each_stream_on_one_thread(chat):
-    """Each stream holds the model's lock; steps hopping between executor threads would break it."""
+async def test_concurrent_astreams_give_each_its_own_text(chat):
+    """Concurrent async streams of one model interleave step by step (the lock is per forward), each its own text."""
     principles = [None, "Be brief.", "Answer like a pirate."]
 
     async def collect(principle: str | None) -> str:

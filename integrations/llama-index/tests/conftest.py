@@ -30,6 +30,18 @@ def tiny_core(tmp_path_factory) -> AlignedLLM:
     return AlignedLLM.from_pretrained(folder, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def tools_core(tmp_path_factory) -> AlignedLLM:
+    """The tiny model with a 1024-token window: tool prompts (instructions and specs) need more than 256 tokens."""
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir(), local_files_only=True)
+    folder: Path = tmp_path_factory.mktemp("tiny-llama-index-tools")
+    model = build_tiny_model(seed=0, vocab_size=len(tokenizer))
+    model.config.max_position_embeddings = 1024  # rotary positions: the weights do not change
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return AlignedLLM.from_pretrained(folder, device="cpu")
+
+
 @pytest.fixture
 def tiny(tiny_core) -> AlignedHF:
     return AlignedHF(tiny_core, max_new_tokens=8)

@@ -34,7 +34,7 @@ CORE_MESSAGES = [
 
 def test_metadata_comes_from_the_model(tiny, tiny_core):
     meta = tiny.metadata
-    assert meta.is_chat_model and not meta.is_function_calling_model
+    assert meta.is_chat_model and meta.is_function_calling_model
     assert meta.num_output == 8
     assert meta.model_name == tiny_core.name
     assert 0 < tiny_core.context_window - meta.context_window < 40, "only the chat template's markup is kept free"
@@ -77,9 +77,9 @@ def test_consecutive_system_messages_are_joined(tiny, tiny_core):
     assert tiny.chat(messages).message.content == tiny_core.generate(joined, max_new_tokens=8).text
 
 
-def test_tool_messages_and_images_are_refused_by_name(tiny):
-    with pytest.raises(InvalidSettingError, match="tool") as error:
-        tiny.chat([ChatMessage(role=MessageRole.USER, content="hi"), ChatMessage(role=MessageRole.TOOL, content="4")])
+def test_function_messages_and_images_are_refused_by_name(tiny):
+    with pytest.raises(InvalidSettingError, match="function") as error:
+        tiny.chat([ChatMessage(role=MessageRole.USER, content="hi"), ChatMessage(role=MessageRole.FUNCTION)])
     assert error.value.parameter == "messages[1].role"
     image = ChatMessage(role=MessageRole.USER, blocks=[TextBlock(text="What is this?"), ImageBlock(url="http://x/y.png")])
     with pytest.raises(InvalidSettingError, match="ImageBlock"):

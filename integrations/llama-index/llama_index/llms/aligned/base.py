@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Generator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from aligned_llm import AlignedLLM, GenerationResult, GenerationStream, InvalidSettingError
@@ -21,7 +21,8 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import ConfigDict, Field, ValidationError
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
 
 from llama_index.llms.aligned.messages import to_core_messages
 from llama_index.llms.aligned.responses import (
@@ -41,6 +42,13 @@ from llama_index.llms.aligned.settings import (
     setting_error,
     settings_names,
 )
+from llama_index.llms.aligned.structured import forced_program
+from llama_index.llms.aligned.tools import chat_kwargs_with_tools, first_call_only, tool_selections
+
+if TYPE_CHECKING:
+    from llama_index.core.prompts import PromptTemplate
+    from llama_index.core.tools.types import BaseTool
+    from llama_index.core.types import Model
 
 
 def _checked() -> frozenset[str]:
@@ -48,7 +56,7 @@ def _checked() -> frozenset[str]:
     return frozenset(settings_names()) | {"context_window"}
 
 
-class AlignedHF(CustomLLM):
+class AlignedHF(FunctionCallingLLM):
     """A chat LLM for query engines, chat engines and agents, aligned at decoding time.
 
     It wraps a loaded :class:`aligned_llm.AlignedLLM` (``core``), which copies share. Every
@@ -57,7 +65,9 @@ class AlignedHF(CustomLLM):
     a configured copy per query or per user. Settings are checked by the core on
     construction, on assignment and per call: a bad value raises ``InvalidSettingError``
     naming it. Chats are rendered with the model's own chat template. The settings' fields
-    come from the core's registry (methods registered later add theirs).
+    come from the core's registry (methods registered later add theirs). Tool calls
+    (``chat_with_tools``, ``FunctionAgent``) and structured outputs are grammar-constrained:
+    valid by construction.
     """
 
     model_config = ConfigDict(validate_assignment=True)
@@ -153,7 +163,7 @@ class AlignedHF(CustomLLM):
             context_window=window - reserved_tokens(self.core, self.settings),
             num_output=self.max_new_tokens,
             is_chat_model=True,
-            is_function_calling_model=False,
+            is_function_calling_model=True,
             model_name=self.core.name,
         )
 
@@ -164,6 +174,54 @@ class AlignedHF(CustomLLM):
 
     def _call_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
         return core_kwargs(merge_overrides(self.settings, overrides))
+
+    # --- function calling: translation in tools.py ---
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """``chat`` keywords for a turn with ``tools``: their OpenAI-style specs, the choice, ``kwargs`` settings."""
+        return chat_kwargs_with_tools(
+            tools, user_msg, chat_history, allow_parallel_tool_calls, tool_required, tool_choice, kwargs
+        )
+
+    def _validate_chat_with_tools_response(
+        self, response: ChatResponse, tools: Sequence[BaseTool], allow_parallel_tool_calls: bool = False, **kwargs: Any
+    ) -> ChatResponse:
+        """Keep one tool call unless parallel calls were allowed."""
+        return response if allow_parallel_tool_calls else first_call_only(response)
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The response's tool calls (``ToolSelection(tool_id, tool_name, tool_kwargs)``)."""
+        return tool_selections(response, error_on_no_tool_call)
+
+    def _structured_stream_call(
+        self, output_cls: type[Model], prompt: PromptTemplate, llm_kwargs: dict[str, Any] | None = None, **args: Any
+    ) -> Generator[Any, None, None]:
+        """``stream_structured_predict``'s program, made to call the schema's tool (see ``structured``)."""
+        program = forced_program(self, output_cls, prompt)
+        if program is None:
+            return super()._structured_stream_call(output_cls, prompt, llm_kwargs, **args)
+        return program.stream_call(llm_kwargs=llm_kwargs, **args)
+
+    async def _structured_astream_call(
+        self, output_cls: type[Model], prompt: PromptTemplate, llm_kwargs: dict[str, Any] | None = None, **args: Any
+    ) -> AsyncGenerator[Any, None]:
+        """The async variant of :meth:`_structured_stream_call`."""
+        program = forced_program(self, output_cls, prompt)
+        if program is None:
+            return await super()._structured_astream_call(output_cls, prompt, llm_kwargs, **args)
+        return await program.astream_call(llm_kwargs=llm_kwargs, **args)
 
     def _completion_prompt(self, prompt: str, formatted: bool) -> str:
         return prompt if formatted else self.completion_to_prompt(prompt)

@@ -9,11 +9,12 @@ empty delta that carries ``raw`` (the totals are only known at the end).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import closing
 from typing import Any
 
-from aligned_llm import GenerationResult, GenerationStream
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole
+from aligned_llm import GenerationResult, GenerationStream, StreamDelta
+from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
+
+from llama_index.llms.aligned.tools import PartialCalls, assistant_message, result_calls
 
 
 def result_raw(result: GenerationResult, model_name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,8 +41,8 @@ def completion_response(result: GenerationResult, model_name: str, settings: Map
 
 
 def chat_response(result: GenerationResult, model_name: str, settings: Mapping[str, Any]) -> ChatResponse:
-    """A finished generation as the assistant's chat message."""
-    message = ChatMessage(role=MessageRole.ASSISTANT, content=result.text)
+    """A finished generation as the assistant's chat message, with its tool calls."""
+    message = assistant_message(result.text, result_calls(result))
     return ChatResponse(message=message, raw=result_raw(result, model_name, settings))
 
 
@@ -60,10 +61,17 @@ def completion_chunks(
 
 
 def chat_chunks(stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> Iterator[ChatResponse]:
-    """Like :func:`completion_chunks`, as assistant messages."""
-    with closing(completion_chunks(stream, model_name, settings)) as chunks:
-        for chunk in chunks:
-            yield _as_chat(chunk)
+    """Like :func:`completion_chunks`, as assistant messages with the tool calls so far (arguments as partial JSON).
+
+    The last message is the finished result's: tool-call arguments parsed, ids final.
+    """
+    chat = _ChatStream(stream, model_name, settings)
+    try:
+        for delta in stream.deltas():
+            yield chat.add(delta)
+        yield chat.last()
+    finally:
+        stream.close()
 
 
 async def acompletion_chunks(
@@ -85,13 +93,33 @@ async def achat_chunks(
     stream: GenerationStream, model_name: str, settings: Mapping[str, Any]
 ) -> AsyncIterator[ChatResponse]:
     """:func:`chat_chunks` over the core's async stream."""
-    async for chunk in acompletion_chunks(stream, model_name, settings):
-        yield _as_chat(chunk)
+    chat = _ChatStream(stream, model_name, settings)
+    try:
+        async for delta in stream.adeltas():
+            yield chat.add(delta)
+        yield chat.last()
+    finally:
+        stream.cancel()
+        stream.close()
 
 
-def _as_chat(chunk: CompletionResponse) -> ChatResponse:
-    message = ChatMessage(role=MessageRole.ASSISTANT, content=chunk.text)
-    return ChatResponse(message=message, delta=chunk.delta, raw=chunk.raw)
+class _ChatStream:
+    """The assistant message growing with a stream's prose and tool-call pieces."""
+
+    def __init__(self, stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> None:
+        self.stream, self.model_name, self.settings = stream, model_name, settings
+        self.text, self.calls = "", PartialCalls()
+
+    def add(self, delta: StreamDelta) -> ChatResponse:
+        self.text += delta.text
+        self.calls.add(delta.tool_calls)
+        return ChatResponse(message=assistant_message(self.text, self.calls.so_far()), delta=delta.text)
+
+    def last(self) -> ChatResponse:
+        result = self.stream.result
+        final = (self.text, self.calls.so_far()) if result is None else (result.text, result_calls(result))
+        raw = _final_raw(self.stream, self.model_name, self.settings)
+        return ChatResponse(message=assistant_message(*final), delta="", raw=raw)
 
 
 def _final_raw(stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> dict[str, Any] | None:
