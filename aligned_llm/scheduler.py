@@ -11,7 +11,10 @@ A background thread (started when work arrives, gone when there is none) loops:
    request, whatever its method, then each group's score → choose → record → drop;
 4. **prefill** one chunk (``engine.PREFILL_CHUNK`` positions) of the admitted requests, so the
    running batch keeps stepping while they prefill; once prefilled they choose their first
-   token and their caches are merged into the running ones (left-padded to align).
+   token and their caches are merged into the running ones (left-padded to align). Requests
+   admitted together are prefilled in cohorts of at most ``PREFILL_TOKENS`` padded prompt
+   tokens, one after the other, so the first of a burst start decoding before the last are
+   prefilled and the running batch never waits for one huge prefill forward.
 
 Each request's tokens equal decoding it alone: rows only share forwards, never state, and
 padding is masked out. ``PerCallRunner`` is the engine before continuous batching (each
@@ -33,6 +36,9 @@ from aligned_llm.engine import Batch, Cohort, Engine, EngineRequest, Group, Samp
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
 from aligned_llm.generation import Ticket
 from aligned_llm.methods.base import DecodingMethod
+
+PREFILL_TOKENS = 512
+"""Padded prompt tokens (rows × longest prompt) of the requests prefilled together; one request is never split."""
 
 _LIVE: weakref.WeakSet[Scheduler | PerCallRunner] = weakref.WeakSet()
 """Runners whose threads may be decoding: stopped at interpreter exit, so no thread dies inside a forward."""
@@ -121,7 +127,8 @@ class Scheduler:
         self._waiting: deque[_Waiting] = deque()
         self._thread: threading.Thread | None = None
         self._batch: Batch | None = None
-        self._cohort: Cohort | None = None
+        self._cohorts: deque[Cohort] = deque()
+        """Admitted requests still prefilling, in arrival order; the first advances one chunk per turn."""
         self._tickets: weakref.WeakSet[Ticket] = weakref.WeakSet()
 
     def submit(self, submission: Submission) -> None:
@@ -158,7 +165,7 @@ class Scheduler:
             while True:
                 self._reap()
                 self._admit()
-                if self._batch is None and self._cohort is None:
+                if self._batch is None and not self._cohorts:
                     with self._lock:
                         if not self._waiting:
                             self._thread = None
@@ -167,7 +174,7 @@ class Scheduler:
                 if self._batch is not None:
                     self._decode()
                     self._reap()
-                if self._cohort is not None:
+                if self._cohorts:
                     self._prefill()
         except BaseException as error:  # a caller must never wait for a thread that is gone
             self._fail_everything(error)
@@ -177,7 +184,7 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Start prefilling the waiting requests that fit, in arrival order; none while a prefill is under way."""
-        if self._cohort is not None or (self._batch is not None and not self._batch.mergeable):
+        if self._cohorts or (self._batch is not None and not self._batch.mergeable):
             return
         admitted = [item for group in (self._batch.groups if self._batch else []) for item in group.items]
         rows = sum(len(item.request.row_ids) for item in admitted)
@@ -197,19 +204,18 @@ class Scheduler:
                 self.budget.check("prompt", unfit.request)
             except InvalidSettingError as error:
                 unfit.submission.ticket.fail(error)
-        if not taken:
-            return
-        groups = [
-            self.engine.group(
-                [(waiting.index, waiting.request) for waiting in run],
-                submission.method,
-                submission.sampling,
-                submission.trace,
-                owner=submission.ticket,
-            )
-            for submission, run in ((s, list(r)) for s, r in groupby(taken, key=lambda waiting: waiting.submission))
-        ]
-        self._cohort = Cohort(self.engine, groups)
+        for part in _prefill_parts(taken):
+            groups = [
+                self.engine.group(
+                    [(waiting.index, waiting.request) for waiting in run],
+                    submission.method,
+                    submission.sampling,
+                    submission.trace,
+                    owner=submission.ticket,
+                )
+                for submission, run in ((s, list(r)) for s, r in groupby(part, key=lambda waiting: waiting.submission))
+            ]
+            self._cohorts.append(Cohort(self.engine, groups))
 
     # --- cancellation -----------------------------------------------------------------------
 
@@ -227,7 +233,7 @@ class Scheduler:
                 submission.trace,
             )
             submission.ticket.deliver(self.engine.cancel(group))
-        for holder in (self._batch, self._cohort):
+        for holder in (self._batch, *self._cohorts):
             if holder is None:
                 continue
             survivors: dict[Group, list[int]] = {}
@@ -240,8 +246,7 @@ class Scheduler:
                 holder.keep(survivors)
         if self._batch is not None and not self._batch.groups:
             self._batch = None
-        if self._cohort is not None and not self._cohort.groups:
-            self._cohort = None
+        self._cohorts = deque(cohort for cohort in self._cohorts if cohort.groups)
 
     # --- stepping ---------------------------------------------------------------------------
 
@@ -258,8 +263,7 @@ class Scheduler:
             self._batch = None
 
     def _prefill(self) -> None:
-        assert self._cohort is not None
-        cohort = self._cohort
+        cohort = self._cohorts[0]
         try:
             cohort.advance()
             if not cohort.done:
@@ -267,9 +271,9 @@ class Scheduler:
             joining, logits = cohort.finish()
         except Exception as error:
             self._fail(cohort.groups, error)
-            self._cohort = None
+            self._cohorts.popleft()
             return
-        self._cohort = None
+        self._cohorts.popleft()
         self._decide(joining, logits)
         if not joining.groups:
             return
@@ -306,16 +310,33 @@ class Scheduler:
         with self._lock:
             waiting, self._waiting = list(self._waiting), deque()
             self._thread = None
-        for holder in (self._batch, self._cohort):
+        for holder in (self._batch, *self._cohorts):
             if holder is not None:
                 self._fail(holder.groups, error)
-        self._batch = self._cohort = None
+        self._batch, self._cohorts = None, deque()
         for item in waiting:
             item.submission.ticket.fail(error)
 
 
 def _stopped(ticket: Ticket) -> bool:
     return ticket.cancel.is_set() or ticket.closed
+
+
+def _prefill_parts(taken: list[_Waiting]) -> list[list[_Waiting]]:
+    """Consecutive runs of ``taken`` whose padded prompts (rows × longest) stay within ``PREFILL_TOKENS``."""
+    parts: list[list[_Waiting]] = []
+    rows = longest = 0
+    for waiting in taken:
+        request_rows = len(waiting.request.row_ids)
+        request_longest = max(len(ids) for ids in waiting.request.row_ids)
+        grown = (rows + request_rows) * max(longest, request_longest)
+        if parts and grown <= PREFILL_TOKENS:
+            parts[-1].append(waiting)
+            rows, longest = rows + request_rows, max(longest, request_longest)
+        else:
+            parts.append([waiting])
+            rows, longest = request_rows, request_longest
+    return parts
 
 
 class PerCallRunner:

@@ -10,10 +10,12 @@ same workload runs on two ``AlignedLLM`` sharing the same weights:
 - ``per-call``: ``batching="per-call"``, each request its own batch, concurrent requests
   interleaving their forwards under the model's lock (the engine before continuous batching).
 
-Rounds alternate the two (and their order) so machine noise hits both alike; the median round
-is reported: aggregate tokens/s (all tokens / wall time) and time to first token (median and
-95th percentile over requests), the machine's load average around the rounds (the CPU may be
-shared), and how many requests got the same tokens from both engines (all of them in fp32).
+Rounds alternate the two (and their order) so machine noise hits both alike. Reported per
+engine: aggregate tokens/s (all tokens / wall time) and time to first token (median and 95th
+percentile over requests), medians over the rounds; the speed-up is the median of the rounds'
+ratios (each round runs both engines back to back), with every round's ratio listed; the
+machine's load average around the rounds (the CPU may be shared); and how many requests got
+the same tokens from both engines (all of them in fp32).
 
     python benchmarks/concurrency.py --out docs/results/concurrency-cpu
 """
@@ -139,13 +141,18 @@ def measure(engines: dict[str, AlignedLLM], callers: int, args: argparse.Namespa
             tokens[name] = [timing.token_ids for caller in timings for timing in caller]
             loads.append(os.getloadavg()[0])
             print(f"  {callers} callers, {name}: {rounds[name][-1]['tokens_per_s']:.1f} tok/s", flush=True)
-    medians = {name: sorted(runs, key=lambda run: run["tokens_per_s"])[len(runs) // 2] for name, runs in rounds.items()}
+    medians = {
+        name: {key: statistics.median(run[key] for run in runs) for key in runs[0]} for name, runs in rounds.items()
+    }
     names = list(engines)
+    ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(rounds[names[0]], rounds[names[1]], strict=True)]
     same = sum(a == b for a, b in zip(tokens[names[0]], tokens[names[1]], strict=True))
     return {
         "callers": callers,
         "engines": medians,
-        "speedup": medians[names[0]]["tokens_per_s"] / medians[names[1]]["tokens_per_s"],
+        "rounds": rounds,
+        "speedup": statistics.median(ratios),
+        "speedup_per_round": ratios,
         "load_average": loads,
         "identical_requests": same,
         "requests": len(tokens[names[0]]),
@@ -154,16 +161,20 @@ def measure(engines: dict[str, AlignedLLM], callers: int, args: argparse.Namespa
 
 def markdown(rows: list[dict[str, object]]) -> str:
     lines = [
-        "| callers | engine | tokens | aggregate tokens/s | × per-call | TTFT median (s) | TTFT p95 (s) | load avg |",
-        "|---|---|---|---|---|---|---|---|",
+        "| callers | engine | tokens | aggregate tokens/s | × per-call (rounds) | TTFT median (s) | TTFT p95 (s) "
+        "| same tokens | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         load = f"{min(row['load_average']):.1f}–{max(row['load_average']):.1f}"
+        same = f"{row['identical_requests']}/{row['requests']}"
         for name, result in row["engines"].items():
-            ratio = row["speedup"] if name == "continuous" else 1.0
+            ratio = "1.00"
+            if name == "continuous":
+                ratio = f"{row['speedup']:.2f} ({', '.join(f'{r:.2f}' for r in row['speedup_per_round'])})"
             lines.append(
-                f"| {row['callers']} | {name} | {result['tokens']} | {result['tokens_per_s']:.1f} | {ratio:.2f} "
-                f"| {result['ttft_median_s']:.2f} | {result['ttft_p95_s']:.2f} | {load} |"
+                f"| {row['callers']} | {name} | {result['tokens']:.0f} | {result['tokens_per_s']:.1f} | {ratio} "
+                f"| {result['ttft_median_s']:.2f} | {result['ttft_p95_s']:.2f} | {same} | {load} |"
             )
     return "\n".join(lines) + "\n"
 

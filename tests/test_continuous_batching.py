@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import aligned_llm.engine as engine_module
+import aligned_llm.scheduler as scheduler_module
 from aligned_llm import (
     AlignedLLM,
     DecodingMethod,
@@ -396,3 +397,22 @@ def test_requests_with_grammars_join_a_running_batch_of_free_ones(tiny_wide_llm)
     assert calls[0] == calls[1]
     assert results[2].parsed == alone[2].parsed
     assert max(forwards.decode_rows) == 4, "free, constrained and JSON requests share one forward"
+
+
+def test_a_burst_is_prefilled_in_parts_and_the_first_parts_decode_meanwhile(tiny_llm, monkeypatch):
+    monkeypatch.setattr(scheduler_module, "PREFILL_TOKENS", 100)  # two ~45-token prompts per prefill forward
+    cases = [(f"{SHORT} ({n})", {"max_new_tokens": 8}) for n in range(5)]
+    alone = _alone(tiny_llm, cases)
+    with recorded(tiny_llm.model, hold_at=1) as forwards:
+        running = tiny_llm.submit(LONG, max_new_tokens=30)
+        assert forwards.held.wait(60)
+        held = len(forwards.shapes)
+        burst = [tiny_llm.submit(prompt, trace=True, **settings) for prompt, settings in cases]
+        forwards.release.set()
+        results = [generation.result() for generation in burst]
+        running.result()
+    _same(results, alone)
+    prefills = [index for index, (rows, positions) in enumerate(forwards.shapes[held:]) if positions > 1]
+    assert [forwards.shapes[held + index][0] for index in prefills] == [2, 2, 1]
+    between = forwards.shapes[held + prefills[0] : held + prefills[-1]]
+    assert (3, 1) in between, "the first two newcomers decode with the running request before the last is prefilled"
