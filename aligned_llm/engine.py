@@ -327,6 +327,17 @@ class Prefill:
         return lane, self.last, mean
 
 
+def _kept_rows(groups: list[Group], name: str, survivors: Mapping[Group, list[int]]) -> list[int]:
+    """Indices of the rows on model ``name`` that stay when each group keeps its surviving slots (all if unnamed)."""
+    rows, offset = [], 0
+    for group in groups:
+        width = len(group.positions.get(name, ()))
+        slots = survivors.get(group, range(len(group.items)))
+        rows.extend(offset + slot * width + row for slot in slots for row in range(width))
+        offset += len(group.items) * width
+    return rows
+
+
 class Batch:
     """Groups whose rows share lanes: each lane holds the groups' rows in group order, request by request."""
 
@@ -334,10 +345,6 @@ class Batch:
         self.groups = groups
         self.lanes = lanes
         self.device = device
-
-    @property
-    def rows(self) -> int:
-        return sum(lane.rows for lane in self.lanes.values())
 
     @property
     def mergeable(self) -> bool:
@@ -352,7 +359,8 @@ class Batch:
             if len(group.positions) == 1:
                 ((name, positions),) = group.positions.items()
                 size = requests * len(positions)
-                split.append(lane_logits[name][offsets[name] : offsets[name] + size].view(requests, len(positions), -1))
+                part = lane_logits[name][offsets[name] : offsets[name] + size].to(self.device)
+                split.append(part.view(requests, len(positions), -1))
                 offsets[name] += size
                 continue
             logits: torch.Tensor | None = None
@@ -381,12 +389,7 @@ class Batch:
     def keep(self, survivors: Mapping[Group, list[int]]) -> None:
         """Keep, per group, the requests at the given slots (groups not named keep all); drop empty groups and lanes."""
         for name, lane in list(self.lanes.items()):
-            rows, offset = [], 0
-            for group in self.groups:
-                width = len(group.positions.get(name, ()))
-                slots = survivors.get(group, range(len(group.items)))
-                rows.extend(offset + slot * width + row for slot in slots for row in range(width))
-                offset += len(group.items) * width
+            rows = _kept_rows(self.groups, name, survivors)
             if len(rows) == lane.rows:
                 continue
             if rows:
@@ -425,10 +428,6 @@ class Cohort:
             self.prefills[name] = Prefill(engine.models[name], prompts, adapters, engine.pad_token_id, keep_all)
 
     @property
-    def rows(self) -> int:
-        return sum(len(prefill.adapters) for prefill in self.prefills.values())
-
-    @property
     def done(self) -> bool:
         return all(prefill.done for prefill in self.prefills.values())
 
@@ -441,12 +440,7 @@ class Cohort:
     def keep(self, survivors: Mapping[Group, list[int]]) -> None:
         """Keep, per group, the requests at the given slots before the prefill ends; drop empty groups."""
         for name, prefill in list(self.prefills.items()):
-            rows, offset = [], 0
-            for group in self.groups:
-                width = len(group.positions.get(name, ()))
-                slots = survivors.get(group, range(len(group.items)))
-                rows.extend(offset + slot * width + row for slot in slots for row in range(width))
-                offset += len(group.items) * width
+            rows = _kept_rows(self.groups, name, survivors)
             if not rows:
                 del self.prefills[name]
             elif len(rows) < len(prefill.adapters):
