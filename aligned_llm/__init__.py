@@ -13,7 +13,8 @@ from aligned_llm.errors import (
     NonFiniteLogitsError,
     PromptTooLongError,
 )
-from aligned_llm.llm import AlignedLLM, GenerationStream
+from aligned_llm.generation import Generation, GenerationStream
+from aligned_llm.llm import AlignedLLM
 from aligned_llm.methods import AAD, OPAD, PAD, DecodingMethod, LinearAlignment, RowSpec, StepScores, Vanilla
 from aligned_llm.parameters import Parameter
 from aligned_llm.registry import method_class, register_method, registered_methods
@@ -45,6 +46,7 @@ __all__ = [
     "AlignedLLMError",
     "DecodeSettings",
     "DecodingMethod",
+    "Generation",
     "GenerationResult",
     "GenerationStream",
     "InvalidSettingError",

@@ -218,8 +218,8 @@ JSON_DIGITS = 16
 """Most digits in the integer part, the fraction and the exponent of a JSON number: float64
 precision, and no runaway digits (``11.78888888…`` until the length limit, another common
 failure of small models)."""
-_LOOSE_STRING_CHARACTER = r'[^\"\\\r\n]'
-_STRICT_STRING_CHARACTER = r'[^\0-\x1f\"\\\r\n]'
+_LOOSE_STRING_CHARACTER = r"[^\"\\\r\n]"
+_STRICT_STRING_CHARACTER = r"[^\0-\x1f\"\\\r\n]"
 _NUMBER_BOUNDS = (
     ("[0-9]*", f"[0-9]{{0, {JSON_DIGITS - 1}}}"),
     ("basic_number_digits{1, -1}", f"basic_number_digits{{1, {JSON_DIGITS}}}"),

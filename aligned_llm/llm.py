@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, overload
+from typing import Any, Literal, Union, overload
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from aligned_llm.async_steps import next_in_thread
 from aligned_llm.constraints import Constraint, grammars_for
 from aligned_llm.engine import Engine, EngineRequest, Sampling, StepEvent
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
+from aligned_llm.generation import Generation, GenerationStream, Ticket
 from aligned_llm.loading import (
     BUNDLED_ADAPTER,
     BUNDLED_NAME,
@@ -30,13 +30,18 @@ from aligned_llm.loading import (
 from aligned_llm.methods import DecodingMethod
 from aligned_llm.prompts import ChatFormat, Conversation, Prompt, normalize_prompts
 from aligned_llm.registry import registered_methods
-from aligned_llm.result import GenerationResult, StreamDelta
+from aligned_llm.result import GenerationResult
 from aligned_llm.reward import attach_value_head, find_value_head
+from aligned_llm.scheduler import BatchBudget, PerCallRunner, Scheduler, Submission
 from aligned_llm.settings import DecodeSettings
 from aligned_llm.setup import ADAPTERS_OFF, DPO_ADAPTER, POLICY, REFERENCE, REWARD, REWARD_ADAPTER, ModelSetup
 from aligned_llm.tools import AnswerReader, read_answers
 
 ModelSource = Union[str, os.PathLike[str], "AlignedLLM"]
+Batching = Literal["continuous", "per-call"]
+BATCHING_MODES: tuple[Batching, ...] = ("continuous", "per-call")
+
+__all__ = ["AlignedLLM", "Generation", "GenerationStream"]
 
 
 def _check_same_tokenizer(parameter: str, base: PreTrainedTokenizerBase, other: PreTrainedTokenizerBase) -> None:
@@ -46,14 +51,21 @@ def _check_same_tokenizer(parameter: str, base: PreTrainedTokenizerBase, other: 
         )
 
 
+def _check_batching(max_batch_rows: int, max_kv_tokens: int, batching: str) -> BatchBudget:
+    """The batch budget, once the batching options are known to be valid."""
+    if batching not in BATCHING_MODES:
+        raise InvalidSettingError("batching", f"must be one of {list(BATCHING_MODES)}, got {batching!r}")
+    return BatchBudget(max_batch_rows, max_kv_tokens)
+
+
 class AlignedLLM:
     """A local causal LM that decodes with alignment methods (vanilla, OPAD, linear, …).
 
     Build it with :meth:`from_pretrained` or :meth:`default`, or wrap an already loaded model
-    and tokenizer. One instance is safe to share between threads: every model forward runs
-    under the instance's lock, so concurrent generations interleave step by step, each with
-    its own caches; a stream may be advanced from any thread, and a thread may generate while
-    it holds a half-read stream. :meth:`cancel` stops every generation in progress.
+    and tokenizer. One instance is meant to be shared between threads and event loops: every
+    generation joins one running batch (continuous batching), so concurrent callers share one
+    forward per model per step whatever their methods and settings, and each gets exactly the
+    tokens it would get alone. :meth:`cancel` stops every generation in progress.
     """
 
     def __init__(
@@ -64,12 +76,22 @@ class AlignedLLM:
         name: str | None = None,
         reference: PreTrainedModel | None = None,
         reward_model: PreTrainedModel | None = None,
+        max_batch_rows: int = BatchBudget.max_rows,
+        max_kv_tokens: int = BatchBudget.max_kv_tokens,
+        batching: Batching = "continuous",
     ) -> None:
         """Wrap loaded objects.
 
         ``reference`` (AAD's SFT model) and ``reward_model`` (PAD's PersRM) must share
-        ``tokenizer``; the loaders check it.
+        ``tokenizer``; the loaders check it. ``max_batch_rows`` and ``max_kv_tokens`` bound the
+        running batch (rows at once over all models; KV cache slots, rows × longest row):
+        requests that do not fit wait for others to finish, and one that could never fit is
+        refused before any model work. ``batching="per-call"`` decodes each call as its own
+        batch instead (concurrent calls then interleave their forwards: the engine before
+        continuous batching, kept for comparison).
         """
+        self.budget = _check_batching(max_batch_rows, max_kv_tokens, batching)
+        """What the running batch may hold at once."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
@@ -83,8 +105,11 @@ class AlignedLLM:
         self._engine = Engine(
             {key: value for key, value in models.items() if value is not None}, tokenizer, stop_ids, pad_id
         )
+        self.batching: Batching = batching
+        self._runner = Scheduler(self._engine, self.budget) if batching == "continuous" else PerCallRunner(self._engine)
         self._running: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         """Cancel flags of the generations not yet finished (a stream's from its creation)."""
+        self._running_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
@@ -96,6 +121,9 @@ class AlignedLLM:
         adapter: str | os.PathLike[str] | None = None,
         reference: ModelSource | None = None,
         reward_model: ModelSource | None = None,
+        max_batch_rows: int = BatchBudget.max_rows,
+        max_kv_tokens: int = BatchBudget.max_kv_tokens,
+        batching: Batching = "continuous",
     ) -> AlignedLLM:
         """Load a local folder (offline) or a hub id.
 
@@ -104,7 +132,9 @@ class AlignedLLM:
         the model without it the SFT side). ``reference``: the SFT model of a DPO model, for
         two-model AAD. ``reward_model``: PAD's PersRM — a model folder or hub id (with an
         optional ``value_head.safetensors``/``.bin``), or a LoRA adapter folder on the base.
+        ``max_batch_rows``, ``max_kv_tokens`` and ``batching`` go to the constructor.
         """
+        _check_batching(max_batch_rows, max_kv_tokens, batching)
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype, resolved_device)
         model, tokenizer = load_pretrained(name_or_path, device=resolved_device, dtype=resolved_dtype, adapter=adapter)
@@ -129,7 +159,16 @@ class AlignedLLM:
                 value_head = find_value_head(Path(reward_model).expanduser())
                 if value_head is not None:
                     persrm = attach_value_head(persrm, value_head)
-        return cls(model, tokenizer, name=str(name_or_path), reference=reference_model, reward_model=persrm)
+        return cls(
+            model,
+            tokenizer,
+            name=str(name_or_path),
+            reference=reference_model,
+            reward_model=persrm,
+            max_batch_rows=max_batch_rows,
+            max_kv_tokens=max_kv_tokens,
+            batching=batching,
+        )
 
     @classmethod
     def default(cls, **options: Any) -> AlignedLLM:
@@ -212,31 +251,35 @@ class AlignedLLM:
         answer valid by grammar, ``constrained_alignment`` says whether the method steers inside
         them. Calls land in ``result.tool_calls``, the parsed answer in ``result.parsed``.
         """
-        job = self._prepare(prompt, settings)
-        results: list[GenerationResult | None] = [None] * job.count
-        for event in self._run(job, threading.Event()):
-            if event.result is not None:
-                results[event.index] = event.result
-        return list(results) if job.is_batch else results[0]  # type: ignore[return-value]
+        generation = self.submit(prompt, **settings)
+        try:
+            return generation.result()
+        except BaseException:  # interrupted (or failed): nothing goes on decoding for nobody
+            generation.cancel()
+            raise
 
     async def agenerate(
         self, prompt: Prompt | Sequence[Prompt], **settings: Any
     ) -> GenerationResult | list[GenerationResult]:
-        """:meth:`generate` without blocking the event loop: each step runs on a worker thread.
+        """:meth:`generate` without blocking the event loop (no thread is spent waiting).
 
-        Settings are checked at once; cancelling the awaiting task stops decoding at its next step.
+        Settings are checked at once; cancelling the awaiting task stops decoding at its next
+        step and waits until the generation has left the batch.
+        """
+        return await self.submit(prompt, **settings)
+
+    def submit(self, prompt: Prompt | Sequence[Prompt], **settings: Any) -> Generation:
+        """Start decoding in the running batch and return at once; what :meth:`generate` and :meth:`agenerate` wait on.
+
+        Settings and prompts are checked now (as :meth:`generate` does); the returned
+        :class:`Generation` gives the result (a list for a list of prompts) with
+        ``.result()`` or ``await``, and stops it with ``.cancel()``. Concurrent submissions,
+        from any thread or event loop, share the forwards of one running batch.
         """
         job = self._prepare(prompt, settings)
         cancel = threading.Event()
-        events = self._run(job, cancel)
-        results: list[GenerationResult | None] = [None] * job.count
-        try:
-            while (event := await next_in_thread(events, cancel)) is not None:
-                if event.result is not None:
-                    results[event.index] = event.result
-        finally:
-            events.close()
-        return list(results) if job.is_batch else results[0]  # type: ignore[return-value]
+        self._register(cancel)
+        return Generation(self._start(job, cancel, keep_events=False))
 
     def stream(self, prompt: Prompt, **settings: Any) -> GenerationStream:
         """Like :meth:`generate` for one prompt, yielding text deltas as they are decided.
@@ -244,24 +287,35 @@ class AlignedLLM:
         Their concatenation equals ``generate(...).text``; the finished
         :class:`GenerationResult` is on ``.result`` once the iterator is exhausted. With tools,
         iterate ``.deltas()`` (or ``.adeltas()``) to receive the tool-call pieces too. The stream
-        is also an async iterator (``async for delta in llm.stream(...)``), each step on a
-        worker thread. Settings are checked now; decoding starts on the first step.
+        is also an async iterator (``async for delta in llm.stream(...)``) that never blocks
+        the event loop. Settings are checked now; decoding starts on the first step of
+        iteration, then goes on in the running batch.
         """
         if normalize_prompts(prompt)[1]:
             raise InvalidSettingError("prompt", "stream() takes one prompt; use generate() for a list of prompts")
         job = self._prepare(prompt, settings)
         cancel = threading.Event()
-        self._running.add(cancel)
-        return GenerationStream(self._run(job, cancel), cancel)
+        self._register(cancel)
+        return GenerationStream(lambda: self._start(job, cancel, keep_events=True), cancel)
 
     def astream(self, prompt: Prompt, **settings: Any) -> GenerationStream:
-        """:meth:`stream` for ``async for``: the same stream, whose steps run on a worker thread."""
+        """:meth:`stream` for ``async for``: the same stream."""
         return self.stream(prompt, **settings)
 
     def cancel(self) -> None:
         """Stop every generation in progress (streams not yet started included) at its next step."""
-        for running in list(self._running):
-            running.set()
+        with self._running_lock:
+            running = list(self._running)
+        for flag in running:
+            flag.set()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Cancel every generation in progress and wait (up to ``timeout`` s) until the batch thread has stopped.
+
+        The instance stays usable: the next generation starts the thread again.
+        """
+        self.cancel()
+        self._runner.join(timeout)
 
     def method_for(self, settings: DecodeSettings) -> DecodingMethod:
         """The method ``settings`` asks for, built for the models this instance holds."""
@@ -317,7 +371,10 @@ class AlignedLLM:
                     f"is {longest} tokens and max_new_tokens is {settings.max_new_tokens}, but the model's context "
                     f"window is {window} tokens: shorten the prompt or lower max_new_tokens",
                 )
-            requests.append(EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed, constraint))
+            request = EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed, constraint)
+            if self.batching == "continuous":
+                self.budget.check("prompt" if len(conversations) == 1 else f"prompt[{index}]", request)
+            requests.append(request)
         return requests
 
     def _constraint(self, settings: DecodeSettings) -> Constraint | None:
@@ -337,19 +394,42 @@ class AlignedLLM:
             token_bytes=grammars.token_bytes,
         )
 
-    def _run(self, job: _Job, cancel: threading.Event) -> Iterator[StepEvent]:
-        """Run a checked job on the engine, registered so that :meth:`cancel` reaches it."""
-        self._running.add(cancel)
+    def _register(self, cancel: threading.Event) -> None:
+        """Let :meth:`cancel` reach a generation until it finishes."""
+        with self._running_lock:
+            self._running.add(cancel)
+
+    def _start(self, job: _Job, cancel: threading.Event, *, keep_events: bool) -> Ticket:
+        """Hand a checked job to the engine; its events and results arrive on the returned ticket."""
+        ticket = Ticket(
+            job.count, cancel, is_batch=job.is_batch, keep_events=keep_events, transform=_answers(job.settings)
+        )
+
+        def finished(_future: object) -> None:
+            with self._running_lock:
+                self._running.discard(cancel)
+
+        ticket.future.add_done_callback(finished)
         sampling = Sampling(job.settings.temperature, job.settings.top_p)
-        try:
-            events = self._engine.run(job.requests, job.decoding, sampling, trace=job.settings.trace, cancel=cancel)
-            spec = job.settings.output
-            if not spec.is_free_text:
-                calls, response = spec.calls_tools, spec.response
-                events = read_answers(events, lambda: AnswerReader(calls, response))
-            yield from events
-        finally:
-            self._running.discard(cancel)
+        self._runner.submit(Submission(ticket, job.requests, job.decoding, sampling, job.settings.trace))
+        return ticket
+
+
+def _answers(settings: DecodeSettings) -> Callable[[Iterable[StepEvent]], list[StepEvent]] | None:
+    """For tools or a response format: events read by one ``AnswerReader`` per request (prose, calls, parsed)."""
+    spec = settings.output
+    if spec.is_free_text:
+        return None
+    readers: dict[int, AnswerReader] = {}
+
+    def read(events: Iterable[StepEvent]) -> list[StepEvent]:
+        read_events = []
+        for event in events:
+            reader = readers.setdefault(event.index, AnswerReader(spec.calls_tools, spec.response))
+            read_events.extend(read_answers([event], lambda reader=reader: reader))
+        return read_events
+
+    return read
 
 
 @dataclass(frozen=True)
@@ -364,78 +444,3 @@ class _Job:
     @property
     def count(self) -> int:
         return len(self.requests)
-
-
-class GenerationStream(Iterator[str], AsyncIterator[str]):
-    """Text deltas of one generation; ``.result`` holds the outcome after the last delta.
-
-    Iterate it with ``for`` (each step on the calling thread) or ``async for`` (each step on a
-    worker thread, so the event loop keeps running); :meth:`cancel` stops it at the next step
-    and :meth:`close` abandons it.
-    """
-
-    def __init__(self, events: Iterator[StepEvent], cancel: threading.Event) -> None:
-        self.result: GenerationResult | None = None
-        self.generated_tokens = 0
-        self._cancel = cancel
-        self._events = events
-
-    def __next__(self) -> str:
-        while (delta := self._next_delta()) is not None:
-            if delta.text:
-                return delta.text
-        raise StopIteration
-
-    def deltas(self) -> Iterator[StreamDelta]:
-        """Prose text and tool-call pieces as they are decided (use instead of iterating the text)."""
-        while (delta := self._next_delta()) is not None:
-            yield delta
-
-    async def adeltas(self) -> AsyncIterator[StreamDelta]:
-        """:meth:`deltas` for ``async for``, each step on a worker thread."""
-        while (delta := await next_in_thread(_Steps(self._next_delta), self._cancel)) is not None:
-            yield delta
-
-    def _next_delta(self) -> StreamDelta | None:
-        """The next event that carries text or tool-call pieces, or ``None`` at the end."""
-        for event in self._events:
-            self.generated_tokens = event.generated_tokens
-            if event.result is not None:
-                self.result = event.result
-            if event.delta or event.tool_calls:
-                return StreamDelta(event.delta, event.tool_calls)
-        return None
-
-    def __aiter__(self) -> GenerationStream:
-        return self
-
-    async def __anext__(self) -> str:
-        delta = await next_in_thread(self, self._cancel)
-        if delta is None:
-            raise StopAsyncIteration
-        return delta
-
-    def cancel(self) -> None:
-        """Stop this generation at the next step."""
-        self._cancel.set()
-
-    def close(self) -> None:
-        """Abandon the generation and release the model."""
-        self._events.close()
-
-    async def aclose(self) -> None:
-        """:meth:`close`, for ``async`` code."""
-        self.close()
-
-
-class _Steps(Iterator[StreamDelta]):
-    """A step function as an iterator (``None`` ends it), for ``next_in_thread``."""
-
-    def __init__(self, step: Callable[[], StreamDelta | None]) -> None:
-        self._step = step
-
-    def __next__(self) -> StreamDelta:
-        delta = self._step()
-        if delta is None:
-            raise StopIteration
-        return delta

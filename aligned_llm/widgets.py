@@ -8,10 +8,11 @@ Stop buttons, a side-by-side baseline/aligned output that streams, a live tokens
 error area, and after each run the token-level view and signal plot of ``token_view``.
 
 Generation runs on a worker thread, which only sets widget values (``HTML.value``,
-``Image.value``), the thread-safe way to update widgets. The baseline and aligned streams are
-advanced **alternately** on that one thread: the engine locks each forward, so two streams of
-one model interleave step by step and both columns grow together; each column's tokens/s
-counts only the time spent on its own steps. Stop cancels both streams at their next step.
+``Image.value``), the thread-safe way to update widgets. The baseline and aligned streams
+decode together in the model's running batch (one forward per step for both), and the worker
+reads them **alternately**, so both columns grow together; each column's tokens/s is its
+tokens over the time from the start of the run to its last token. Stop cancels both streams
+at their next step.
 Settings are checked on the calling thread before the worker starts, so a bad value shows as
 an error at once and nothing runs; errors during decoding are shown the same way.
 """
@@ -80,7 +81,7 @@ def _control(widgets: Any, name: str, declarations: list[tuple[str, Parameter]],
 
 @dataclass
 class _Column:
-    """One streamed output: its stream, its text so far, and the time spent on its steps."""
+    """One streamed output: its stream, its text so far, and the time from the run's start to its last token."""
 
     name: str
     stream: GenerationStream
@@ -308,17 +309,17 @@ class TuningPanel:
 
     def _alternate(self, columns: list[_Column]) -> Iterator[_Column]:
         """Advance the unfinished streams in turn, one text delta each; yield the column that moved."""
+        started = time.perf_counter()
         while not all(column.done for column in columns):
             for column in columns:
                 if column.done:
                     continue
-                started = time.perf_counter()
                 try:
                     column.text += next(column.stream)
                 except StopIteration:
                     column.done = True
                     column.result = column.stream.result
-                column.seconds += time.perf_counter() - started
+                column.seconds = time.perf_counter() - started
                 yield column
 
     def _draw(self, columns: list[_Column]) -> None:

@@ -11,7 +11,9 @@ library's vanilla measured in the same run, and the peak memory of each configur
 
 Rows:
 
-- ``model.generate`` greedy, and the library's vanilla (same job, must match);
+- ``model.generate`` greedy, and the library's vanilla (same job, must match), timed on
+  ``Engine.run`` (one fixed batch on the calling thread) and, for vanilla and OPAD, also through
+  ``AlignedLLM.generate`` (the running batch of continuous batching, on its thread);
 - OPAD (two contexts in one forward), its peer the OPAD authors' loop (two sequential batch-1
   forwards per step), and transformers' CFG with a negative prompt (``guidance_scale``, its
   second forward sequential) — the closest off-the-shelf two-context decoder;
@@ -133,6 +135,17 @@ def _library(llm: AlignedLLM, prompts: list[str], new_tokens: int, **settings: o
     return run
 
 
+def _running_batch(llm: AlignedLLM, prompts: list[str], new_tokens: int, **settings: object) -> Run:
+    """The same job through ``AlignedLLM.generate``: the prompts join the scheduler's running batch."""
+    public = AlignedLLM(llm.model, llm.tokenizer, reference=llm.reference, reward_model=llm.reward_model)
+    public._engine.stop_token_ids = frozenset()  # exactly new_tokens per prompt, as the other rows
+
+    def run() -> int:
+        return sum(result.output_tokens for result in public.generate(prompts, max_new_tokens=new_tokens, **settings))
+
+    return run
+
+
 def _peft_routed(run: Run) -> Run:
     """The same run with peft's per-adapter batch split (``adapter_names``) instead of the per-row LoRA gate."""
 
@@ -158,7 +171,11 @@ def configurations(
     configs: dict[str, Run] = {
         GENERATE: _hf_generate(llm, prompts, new_tokens),
         VANILLA: _library(llm, prompts, new_tokens),
+        "aligned-llm vanilla (running batch)": _running_batch(llm, prompts, new_tokens),
         "aligned-llm OPAD": _library(llm, prompts, new_tokens, method="opad", principle=PRINCIPLE),
+        "aligned-llm OPAD (running batch)": _running_batch(
+            llm, prompts, new_tokens, method="opad", principle=PRINCIPLE
+        ),
     }
     if peers:
         configs["OPAD authors' loop (2 sequential forwards)"] = lambda: opad_reference_loop(

@@ -273,7 +273,8 @@ def _accepts(tiny_llm, schema, text: str) -> bool:
     import xgrammar
 
     grammars = grammars_for(tiny_llm.tokenizer, len(tiny_llm.tokenizer), [2])
-    spec = DecodeSettings(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}).output
+    response_format = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    spec = DecodeSettings(response_format=response_format).output
     return xgrammar.GrammarMatcher(grammars.compile(spec)).accept_string(text)
 
 

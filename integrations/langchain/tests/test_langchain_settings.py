@@ -107,7 +107,7 @@ def test_core_spellings_work_per_call_and_conflicts_are_refused(chat, spy):
 
 def test_invalid_settings_fail_before_any_model_work(chat, spy, tiny, monkeypatch):
     steps = []
-    monkeypatch.setattr(tiny, "_run", lambda *args, **kwargs: steps.append(args))
+    monkeypatch.setattr(tiny, "_start", lambda *args, **kwargs: steps.append(args))
     with pytest.raises(ValueError, match="beta"):
         chat.invoke("Hello", method="opad", principle=PRINCIPLE, beta=-1.0)
     assert steps == []
