@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -44,8 +43,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from scoring import proportion
 
 from aligned_llm import AlignedLLM, GenerationResult
-from aligned_llm.llm import _Job
-from aligned_llm.settings import DecodeSettings
 from aligned_llm.tools import CALL_CLOSE, CALL_OPEN
 
 PRINCIPLE = "Answer concisely and precisely."
@@ -179,26 +176,15 @@ def sample_cases(categories: list[str], limit: int, seed: int) -> list[Case]:
 
 
 def generate_cases(llm: AlignedLLM, cases: list[Case], settings: dict[str, Any]) -> list[GenerationResult]:
-    """Decode cases with different tools as ONE batch, each with its own tools (and grammar).
+    """Decode cases with different tools together, each with its own tools (and grammar).
 
-    ``AlignedLLM.generate`` takes one tool list per call and BFCL gives every case its own, so
-    the requests are built per case exactly as ``generate`` builds them and run on the engine
-    together, through the same answer reading ``generate`` applies.
+    Each case is submitted on its own (``AlignedLLM.submit``); the submissions join the model's
+    running batch, so the cases share forwards as one batch would.
     """
-    per_case = [DecodeSettings(tools=list(case.tools), **settings) for case in cases]
-    decoding = llm.method_for(per_case[0])
-    requests = [
-        request
-        for case, case_settings in zip(cases, per_case, strict=True)
-        for request in llm._requests([[dict(m) for m in case.messages]], case_settings, decoding)
+    generations = [
+        llm.submit([dict(message) for message in case.messages], tools=list(case.tools), **settings) for case in cases
     ]
-    results: list[GenerationResult | None] = [None] * len(cases)
-    job = _Job(requests, decoding, per_case[0], is_batch=True)
-    for event in llm._run(job, threading.Event()):
-        if event.result is not None:
-            results[event.index] = event.result
-    assert all(result is not None for result in results)
-    return results  # type: ignore[return-value]
+    return [generation.result() for generation in generations]
 
 
 def run_mode(llm: AlignedLLM, mode: str, cases: list[Case], args: argparse.Namespace, progress: Progress, task: Any):

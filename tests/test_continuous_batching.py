@@ -381,7 +381,7 @@ def test_a_dropped_stream_stops_decoding(tiny_llm):
 def test_requests_with_grammars_join_a_running_batch_of_free_ones(tiny_wide_llm):
     cases = [
         (PROMPT, {"max_new_tokens": 40}),
-        (PROMPT, {"tools": TOOLS, **ONE_CALL, "method": "opad", "principle": "Be brief.", "max_new_tokens": 60}),
+        (PROMPT, {"tools": TOOLS, **ONE_CALL, "method": "opad", "principle": "Be brief.", "max_new_tokens": 90}),
         ("Hi", {"response_format": {"type": "json_object"}, "max_new_tokens": 30}),
     ]
     alone = _alone(tiny_wide_llm, cases)
