@@ -98,6 +98,14 @@ TOP_P = Parameter(
     "top_p", float, 1.0, "nucleus mass kept when sampling",
     minimum=0.0, exclusive_minimum=True, maximum=1.0, ui_range=(0.05, 1.0),
 )  # fmt: skip
+FREQUENCY_PENALTY = Parameter(
+    "frequency_penalty", float, 0.0, "subtracted from a token's score once per time it was already generated",
+    minimum=-2.0, maximum=2.0,
+)  # fmt: skip
+PRESENCE_PENALTY = Parameter(
+    "presence_penalty", float, 0.0, "subtracted from the score of every token already generated",
+    minimum=-2.0, maximum=2.0,
+)  # fmt: skip
 SEED = Parameter("seed", int, None, "seed for repeatable sampling", minimum=0, maximum=MAX_SEED)
 TRACE = Parameter("trace", bool, False, "record per-token log-probs, scores and the method's signal")
 
@@ -141,7 +149,7 @@ CONSTRAINED_ALIGNMENT = Parameter(
 )  # fmt: skip
 
 COMMON_PARAMETERS: tuple[Parameter, ...] = (
-    PRINCIPLE, PROFILE, MAX_NEW_TOKENS, STOP, TEMPERATURE, TOP_P, SEED, TRACE,
+    PRINCIPLE, PROFILE, MAX_NEW_TOKENS, STOP, TEMPERATURE, TOP_P, FREQUENCY_PENALTY, PRESENCE_PENALTY, SEED, TRACE,
     TOOLS, TOOL_CHOICE, PARALLEL_TOOL_CALLS, RESPONSE_FORMAT, CONSTRAINED, CONSTRAINED_ALIGNMENT,
 )  # fmt: skip
 OUTPUT_SETTINGS = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained")

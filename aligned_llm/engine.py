@@ -32,7 +32,7 @@ from aligned_llm.errors import NonFiniteLogitsError
 from aligned_llm.lora_gate import lora_gate
 from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
 from aligned_llm.result import FinishReason, GenerationResult, TokenTrace, ToolCallDelta
-from aligned_llm.sampling import choose_tokens
+from aligned_llm.sampling import choose_tokens, penalize_repeats
 from aligned_llm.setup import ADAPTERS_OFF, LOADED_ADAPTER
 from aligned_llm.streaming import TextAssembler
 
@@ -67,6 +67,13 @@ class Sampling:
 
     temperature: float = 0.0
     top_p: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+
+    @property
+    def penalizes(self) -> bool:
+        """Whether tokens already generated are penalised (see :func:`sampling.penalize_repeats`)."""
+        return self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
 
 
 PREFILL_CHUNK = 512
@@ -579,6 +586,11 @@ class Engine:
             )
         grammars = [item.constraint for item in group.items]
         masked, signal = constraints.constrain_scores(scores, scored.signal, logits, grammars)
+        if group.sampling.penalizes:
+            generated = [item.token_ids for item in group.items]
+            masked = penalize_repeats(
+                masked, generated, group.sampling.frequency_penalty, group.sampling.presence_penalty
+            )
         return scored._replace(scores=masked, signal=signal)
 
     @torch.inference_mode()

@@ -242,7 +242,8 @@ class AlignedLLM:
         ``"aad"``, any registered method, or a ``DecodingMethod``), the method's own parameters
         (``beta``, ``opad_window``, ``rho``, ``k``, ``pad_base``, ``alpha``, …), ``principle``,
         ``profile``, ``max_new_tokens``, ``stop`` (strings that end the text, cut from it),
-        ``temperature`` (0 = greedy), ``top_p``, ``seed`` and ``trace`` (per-token log-probs,
+        ``temperature`` (0 = greedy), ``top_p``, ``frequency_penalty`` and ``presence_penalty``
+        (OpenAI's, on the tokens generated so far), ``seed`` and ``trace`` (per-token log-probs,
         scores and the method's signal). An unknown name raises ``InvalidSettingError``.
 
         Tool calling and structured output (docs/tools.md): ``tools`` (OpenAI function specs),
@@ -410,8 +411,9 @@ class AlignedLLM:
                 self._running.discard(cancel)
 
         ticket.future.add_done_callback(finished)
-        sampling = Sampling(job.settings.temperature, job.settings.top_p)
-        self._runner.submit(Submission(ticket, job.requests, job.decoding, sampling, job.settings.trace))
+        settings = job.settings
+        sampling = Sampling(settings.temperature, settings.top_p, settings.frequency_penalty, settings.presence_penalty)
+        self._runner.submit(Submission(ticket, job.requests, job.decoding, sampling, settings.trace))
         return ticket
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -17,6 +19,25 @@ def nucleus_mask(logprobs: torch.Tensor, top_p: float) -> torch.Tensor:
     keep_sorted = mass_before < top_p
     keep_sorted[:, 0] = True
     return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+
+
+def penalize_repeats(
+    scores: torch.Tensor, generated: Sequence[Sequence[int]], frequency: float, presence: float
+) -> torch.Tensor:
+    """OpenAI's repetition penalties on ``scores [B, V]``: ``score[j] - c[j]·frequency - (c[j] > 0)·presence``.
+
+    ``c[j]`` counts token ``j`` in row ``b``'s generated tokens (``generated[b]``; the prompt is
+    not counted), as in OpenAI's ``frequency_penalty`` and ``presence_penalty``. The engine applies
+    them last, to the scores a token is chosen from (after the method and the grammar, so
+    also inside tool calls and JSON answers); a new tensor is returned.
+    """
+    vocab = scores.shape[-1]
+    counts = torch.zeros_like(scores)
+    for row, tokens in enumerate(generated):
+        if tokens:
+            ids = torch.tensor([token for token in tokens if token < vocab], dtype=torch.long)
+            counts[row] = torch.bincount(ids, minlength=vocab).to(scores)
+    return scores - counts * frequency - (counts > 0).to(scores) * presence
 
 
 def choose_tokens(

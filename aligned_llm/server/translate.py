@@ -38,7 +38,7 @@ from aligned_llm.server.schemas import (
 )
 from aligned_llm.settings import setting_names
 
-PASSED_THROUGH = ("stop", "temperature", "top_p", "seed")
+PASSED_THROUGH = ("stop", "temperature", "top_p", "frequency_penalty", "presence_penalty", "seed")
 """OpenAI fields that are core settings of the same name and meaning, passed on when given."""
 
 CHAT_PASSED_THROUGH = (*PASSED_THROUGH, "tools", "tool_choice", "parallel_tool_calls", "response_format")
@@ -47,8 +47,6 @@ CHAT_PASSED_THROUGH = (*PASSED_THROUGH, "tools", "tool_choice", "parallel_tool_c
 NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
     "n": (1,),
     "best_of": (1,),
-    "presence_penalty": (0,),
-    "frequency_penalty": (0,),
     "logit_bias": ({},),
     "logprobs": (False,),
     "top_logprobs": (0,),
