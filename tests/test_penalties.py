@@ -10,7 +10,6 @@ import torch
 
 from aligned_llm import DecodeSettings, InvalidSettingError
 from aligned_llm.prompts import normalize_prompts
-from aligned_llm.testing import WIDE_CONTEXT_WINDOW
 from tests.reference import full_logits
 
 PROMPTS = ["Tell me about the moon.", "Write a short poem about autumn leaves falling in the quiet park."]
@@ -48,12 +47,12 @@ def test_greedy_penalties_equal_the_formula(tiny_llm, frequency, presence):
         assert list(result.token_ids) == expected
 
 
-def test_penalties_change_a_repetitive_greedy_answer(tiny_llm):
-    """Without a penalty the tiny model repeats tokens; the penalties are not a no-op on it."""
+def test_a_negative_penalty_changes_the_answer_into_repeats(tiny_llm):
+    """The tiny random model never repeats a token by itself, so only a negative penalty shows on it."""
     plain = tiny_llm.generate(PROMPTS[0], max_new_tokens=STEPS).token_ids
-    assert len(set(plain)) < len(plain), "the test needs an answer that repeats a token"
-    penalized = tiny_llm.generate(PROMPTS[0], frequency_penalty=2.0, max_new_tokens=STEPS).token_ids
-    assert len(set(penalized)) > len(set(plain))
+    assert len(set(plain)) == len(plain)
+    boosted = tiny_llm.generate(PROMPTS[0], frequency_penalty=-2.0, max_new_tokens=STEPS).token_ids
+    assert len(set(boosted)) < len(boosted)
 
 
 def test_each_request_of_a_batch_counts_its_own_tokens(tiny_llm):
@@ -62,18 +61,24 @@ def test_each_request_of_a_batch_counts_its_own_tokens(tiny_llm):
     assert [r.token_ids for r in batched] == [tiny_llm.generate(p, **settings).token_ids for p in PROMPTS]
 
 
-def test_penalties_apply_inside_a_json_answer_which_stays_valid(tokenizer):
-    from aligned_llm import AlignedLLM
-    from aligned_llm.testing import build_tiny_model
+JOKE = {
+    "type": "object",
+    "properties": {"setup": {"type": "string"}, "punchline": {"type": "string"}},
+    "required": ["setup", "punchline"],
+}
 
-    llm = AlignedLLM(build_tiny_model(seed=0, vocab_size=len(tokenizer), context_window=WIDE_CONTEXT_WINDOW), tokenizer)
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "tags": {"type": "array"}}}
-    response_format = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
-    plain = llm.generate(PROMPTS[0], response_format=response_format, max_new_tokens=60)
-    penalized = llm.generate(PROMPTS[0], response_format=response_format, frequency_penalty=2.0, max_new_tokens=60)
-    assert penalized.token_ids != plain.token_ids
-    if penalized.finish_reason == "stop":
-        jsonschema.validate(penalized.parsed, schema)
+
+@pytest.mark.bundled
+def test_a_frequency_penalty_ends_a_looping_json_answer(bundled_llm):
+    """The bundled 135M model loops inside a JSON string ("A cat is a cat, a cat is a cat, ...");
+    the penalty applies inside the grammar's span too, and the answer ends, valid."""
+    request = {"response_format": {"type": "json_schema", "json_schema": {"name": "joke", "schema": JOKE}},
+               "max_new_tokens": 96}  # fmt: skip
+    plain = bundled_llm.generate("Tell me a joke about cats.", **request)
+    penalized = bundled_llm.generate("Tell me a joke about cats.", frequency_penalty=0.6, **request)
+    assert max(Counter(penalized.token_ids).values()) < max(Counter(plain.token_ids).values())
+    assert penalized.finish_reason == "stop", penalized.text
+    jsonschema.validate(penalized.parsed, JOKE)
 
 
 @pytest.mark.parametrize("name", ["frequency_penalty", "presence_penalty"])
