@@ -68,6 +68,10 @@ PRINCIPLES = {
 }
 
 
+STRENGTHS = [("opad", {"beta": 1.0}), ("opad", {"beta": 0.25}), ("linear", {"rho": 2.0})]
+"""The methods at their default strength, and OPAD four times stronger (smaller β)."""
+
+
 def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
@@ -85,7 +89,7 @@ def score(results) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="a call takes about 30 tokens")
     args = parser.parse_args()
     llm = AlignedLLM.default(device="cpu")
     prompts = [prompt for prompt, _, _ in CASES]
@@ -94,20 +98,27 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     samples: dict[str, list[dict[str, object]]] = {}
 
-    def run(label: str, key: str, method: str, mode: str) -> None:
+    def run(label: str, key: str, method: str, mode: str, strength: dict[str, float]) -> None:
         started = time.perf_counter()
         principle = PRINCIPLES.get(key)
-        results = llm.generate(prompts, method=method, principle=principle, constrained_alignment=mode, **common)
-        row = {"principle": key, "method": method, "constrained_alignment": mode, **score(results)}
+        results = llm.generate(
+            prompts, method=method, principle=principle, constrained_alignment=mode, **strength, **common
+        )
+        row = {"principle": key, "method": method, **strength, "constrained_alignment": mode, **score(results)}
         rows.append(row)
-        samples[label] = [{"name": r.tool_calls[0].name, "arguments": r.tool_calls[0].arguments} for r in results]
-        print(f"{label:32s} exact {row['exact']:.2f}  ignoring case {row['ignoring_case']:.2f}  "
+        samples[label] = [
+            {"name": r.tool_calls[0].name, "arguments": r.tool_calls[0].arguments} if r.tool_calls else None
+            for r in results
+        ]
+        print(f"{label:36s} exact {row['exact']:.2f}  ignoring case {row['ignoring_case']:.2f}  "
               f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
 
-    run("none/vanilla", "none", "vanilla", "off")
+    run("none/vanilla", "none", "vanilla", "off", {})
     for key in PRINCIPLES:
-        for method, mode in (("opad", "steer"), ("opad", "off"), ("linear", "steer")):
-            run(f"{key}/{method}/{mode}", key, method, mode)
+        for method, strength in STRENGTHS:
+            for mode in ("steer", "off"):
+                name = ",".join(f"{k}={v:g}" for k, v in strength.items())
+                run(f"{key}/{method}({name})/{mode}", key, method, mode, strength)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {"model": llm.name, "cases": len(CASES), "rows": rows, "calls": samples}
@@ -115,11 +126,12 @@ def main() -> None:
         lines = [
             f"# Arguments under a principle: `constrained_alignment` ({llm.name}, {len(CASES)} calls each)",
             "",
-            "| principle | method | constrained_alignment | exact arguments | ignoring case |",
-            "|---|---|---|---|---|",
+            "| principle | method | strength | constrained_alignment | exact arguments | ignoring case |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['principle']} | {r['method']} | {r['constrained_alignment'] if r['method'] != 'vanilla' else '—'} "
+            f"| {r['principle']} | {r['method']} | {', '.join(f'{k}={r[k]:g}' for k in ('beta', 'rho') if k in r)} "
+            f"| {r['constrained_alignment'] if r['method'] != 'vanilla' else '—'} "
             f"| {r['exact']:.0%} | {r['ignoring_case']:.0%} |"
             for r in rows
         ]

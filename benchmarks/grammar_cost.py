@@ -1,7 +1,7 @@
 """Per-step cost of a grammar: the same decode with and without one, side by side in one run.
 
 The bundled model decodes exactly ``--new-tokens`` tokens per prompt (end-of-turn ignored, and the
-grammars compiled without stop tokens so that they never end early), batch 1 and 8, greedy
+grammars compiled with a stop token the model never chooses, so that they never end early), batch 1 and 8, greedy
 vanilla. Grammars: ``tools-auto`` (free text that may open a tool call: what an agent turn pays)
 and ``json`` (a JSON-schema answer: an array of at least 64 strings, so that every step is inside
 the JSON). The per-step time is (time for N tokens − time for 1 token) / (N − 1), the median of
@@ -61,7 +61,8 @@ def main() -> None:
     llm = AlignedLLM.default(device="cpu")
     engine = Engine({"policy": llm.model}, llm.tokenizer, stop_token_ids=(), pad_token_id=llm.tokenizer.pad_token_id)
     vocab = llm.model.get_output_embeddings().weight.shape[0]
-    grammars = grammars_for(llm.tokenizer, vocab, stop_token_ids=())
+    never_chosen = (vocab - 1,)  # xgrammar needs a stop token; the model's own would end the grammars early
+    grammars = grammars_for(llm.tokenizer, vocab, stop_token_ids=never_chosen)
     method = llm.method_for(DecodeSettings())
 
     def requests(batch: int, name: str, tokens: int) -> list:
