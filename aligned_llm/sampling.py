@@ -31,12 +31,10 @@ def penalize_repeats(
     them last, to the scores a token is chosen from (after the method and the grammar, so
     also inside tool calls and JSON answers); a new tensor is returned.
     """
-    vocab = scores.shape[-1]
     counts = torch.zeros_like(scores)
     for row, tokens in enumerate(generated):
         if tokens:
-            ids = torch.tensor([token for token in tokens if token < vocab], dtype=torch.long)
-            counts[row] = torch.bincount(ids, minlength=vocab).to(scores)
+            counts[row] = torch.bincount(torch.tensor(tokens), minlength=scores.shape[-1]).to(scores)
     return scores - counts * frequency - (counts > 0).to(scores) * presence
 
 

@@ -8,6 +8,7 @@ metadata, callbacks, closing — is here once. Async streams iterate the core st
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,19 +22,23 @@ from langchain_aligned_llm.params import AlignedLLMParams
 
 
 class CoreDecoding(AlignedLLMParams):
-    """``_stream``/``_astream`` for any LangChain model class over the core; subclasses define three hooks."""
+    """``_stream``/``_astream`` for any LangChain model class over the core; subclasses define three hooks.
 
+    The hooks are abstract (pydantic models are ``ABCMeta`` classes): a subclass missing one
+    cannot be instantiated.
+    """
+
+    @abstractmethod
     def _core_prompt(self, value: Any) -> Prompt:
         """The core prompt for LangChain's input (messages or a string)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _text_chunk(self, delta: StreamDelta) -> GenerationChunk:
         """A chunk carrying one delta: prose text and, for chat models, tool-call pieces."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _last_chunk(self, call: CoreCall, result: GenerationResult) -> GenerationChunk:
         """The empty last chunk carrying usage and metadata."""
-        raise NotImplementedError
 
     def _open_stream(
         self, value: Any, stop: list[str] | None, kwargs: dict[str, Any]
