@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import ClassVar
 
 import httpx
@@ -17,11 +17,20 @@ import torch
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from aligned_llm import StepScores, Vanilla, register_method
+from aligned_llm import StepScores, Vanilla, create_app, register_method
 
 LOCALHOST = ["127.0.0.1"]
 WAIT_S = 60.0
 """Upper bound of every wait in these tests (a hung server fails them instead of hanging the suite)."""
+
+
+SERVED_MODEL = "tiny"
+"""The name the tiny-model servers of these tests serve under."""
+
+
+def serve_tiny(llm: object, **options: object) -> AbstractContextManager[str]:
+    """A running server of ``create_app(llm, served_model_name=SERVED_MODEL, **options)``; yields its URL."""
+    return running_server(create_app(llm, served_model_name=SERVED_MODEL, **options))
 
 
 @contextmanager

@@ -10,21 +10,20 @@ import httpx
 import openai
 import pytest
 
-from aligned_llm import create_app, setting_names
+from aligned_llm import setting_names
 from aligned_llm.server.translate import PASSED_THROUGH
-from tests.serving import LOCALHOST, WAIT_S, Held, metric, running_server, wait_for_metric
+from tests.serving import LOCALHOST, SERVED_MODEL, WAIT_S, Held, metric, serve_tiny, wait_for_metric
 
 pytestmark = pytest.mark.allow_hosts(LOCALHOST)
 
 PROMPT = "Tell me about the sea."
 PRINCIPLE = "Answer like a pirate."
-MODEL = "tiny"
 KEY = "test-key"
 
 
 @pytest.fixture(scope="module")
 def base_url(tiny_pair_llm):
-    with running_server(create_app(tiny_pair_llm, served_model_name=MODEL)) as url:
+    with serve_tiny(tiny_pair_llm) as url:
         yield url
 
 
@@ -34,7 +33,7 @@ def client(base_url):
 
 
 def chat(client, **options):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8, **options}
+    body = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8, **options}
     return client.chat.completions.create(**body)
 
 
@@ -49,7 +48,7 @@ def test_chat_completion_equals_the_library(client, tiny_pair_llm):
     expected = tiny_pair_llm.generate(PROMPT, method="opad", principle=PRINCIPLE, beta=0.5, max_new_tokens=8)
     assert answer.choices[0].message.content == expected.text
     assert answer.choices[0].finish_reason == expected.finish_reason == "length"
-    assert answer.model == MODEL and answer.object == "chat.completion"
+    assert answer.model == SERVED_MODEL and answer.object == "chat.completion"
     assert answer.usage.prompt_tokens == expected.input_tokens
     assert answer.usage.completion_tokens == expected.output_tokens == 8
 
@@ -66,7 +65,7 @@ def test_streamed_chat_joins_to_the_library_text_and_ends_with_usage(client, tin
 
 
 def test_the_raw_stream_is_server_sent_events_ending_in_done(base_url):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 3, "stream": True}
+    body = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 3, "stream": True}
     with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=WAIT_S) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line for line in response.iter_lines() if line]
@@ -80,13 +79,13 @@ async def test_async_client_and_stop_and_seeded_sampling(base_url, tiny_pair_llm
     expected = tiny_pair_llm.generate(PROMPT, max_new_tokens=12)
     stop = expected.text[len(expected.text) // 2 :][:3]
     answer = await client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_completion_tokens=12, stop=[stop]
+        model=SERVED_MODEL, messages=[{"role": "user", "content": PROMPT}], max_completion_tokens=12, stop=[stop]
     )
     assert answer.choices[0].message.content == expected.text.split(stop)[0]
     assert answer.choices[0].finish_reason == "stop"
     sampled = {"temperature": 0.9, "top_p": 0.8, "seed": 7}
     first = await client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_tokens=10, **sampled
+        model=SERVED_MODEL, messages=[{"role": "user", "content": PROMPT}], max_tokens=10, **sampled
     )
     library = tiny_pair_llm.generate(PROMPT, max_new_tokens=10, **sampled)
     assert first.choices[0].message.content == library.text
@@ -97,7 +96,7 @@ def test_messages_with_system_and_text_parts(client, tiny_pair_llm):
         {"role": "developer", "content": "You are terse."},
         {"role": "user", "content": [{"type": "text", "text": "Tell me"}, {"type": "text", "text": "about the sea."}]},
     ]
-    answer = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6)
+    answer = client.chat.completions.create(model=SERVED_MODEL, messages=messages, max_tokens=6)
     expected = tiny_pair_llm.generate(
         [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me\nabout the sea."}],
         max_new_tokens=6,
@@ -108,11 +107,13 @@ def test_messages_with_system_and_text_parts(client, tiny_pair_llm):
 def test_completions_batch_and_stream(client, tiny_pair_llm):
     prompts = [PROMPT, "Name a river."]
     settings = {"method": "linear", "principle": PRINCIPLE, "rho": 1.5}
-    answer = client.completions.create(model=MODEL, prompt=prompts, max_tokens=5, extra_body=settings)
+    answer = client.completions.create(model=SERVED_MODEL, prompt=prompts, max_tokens=5, extra_body=settings)
     expected = tiny_pair_llm.generate(prompts, method="linear", principle=PRINCIPLE, rho=1.5, max_new_tokens=5)
     assert [choice.text for choice in answer.choices] == [result.text for result in expected]
     assert answer.usage.completion_tokens == sum(result.output_tokens for result in expected)
-    streamed = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=5, stream=True, extra_body=settings)
+    streamed = client.completions.create(
+        model=SERVED_MODEL, prompt=PROMPT, max_tokens=5, stream=True, extra_body=settings
+    )
     assert "".join(chunk.choices[0].text for chunk in streamed) == expected[0].text
 
 
@@ -150,7 +151,7 @@ def test_response_format_json_schema(client, tiny_pair_llm):
 
 
 def test_trace_comes_back_per_token(base_url, tiny_pair_llm):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4,
+    body = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4,
             "method": "opad", "principle": PRINCIPLE, "trace": True}  # fmt: skip
     choice = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=WAIT_S).json()["choices"][0]
     expected = tiny_pair_llm.generate(PROMPT, method="opad", principle=PRINCIPLE, max_new_tokens=4, trace=True)
@@ -160,9 +161,9 @@ def test_trace_comes_back_per_token(base_url, tiny_pair_llm):
 
 def test_models_and_health(client, base_url, tiny_pair_llm):
     models = client.models.list().data
-    assert [model.id for model in models] == [MODEL]
+    assert [model.id for model in models] == [SERVED_MODEL]
     assert set(models[0].methods) == set(tiny_pair_llm.available_methods()) >= {"opad", "aad"}
-    assert client.models.retrieve(MODEL).max_model_len == tiny_pair_llm.context_window
+    assert client.models.retrieve(SERVED_MODEL).max_model_len == tiny_pair_llm.context_window
     assert httpx.get(f"{base_url}/health").json()["status"] == "ok"
 
 
@@ -208,7 +209,7 @@ def test_over_long_prompt_is_400_context_length_exceeded(client, tiny_pair_llm):
     error = error_of(lambda: chat(client, max_tokens=tiny_pair_llm.context_window))
     assert (error.status_code, error.body["code"], error.body["param"]) == (400, "context_length_exceeded", "messages")
     long_prompt = "sea " * tiny_pair_llm.context_window
-    error = error_of(lambda: client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=4))
+    error = error_of(lambda: client.completions.create(model=SERVED_MODEL, prompt=long_prompt, max_tokens=4))
     assert (error.status_code, error.body["param"]) == (400, "prompt")
 
 
@@ -235,7 +236,7 @@ def test_malformed_bodies_are_400(base_url, content, headers, message):
 
 
 def test_api_key_is_required_when_set(tiny_pair_llm):
-    with running_server(create_app(tiny_pair_llm, served_model_name=MODEL, api_key=KEY)) as url:
+    with serve_tiny(tiny_pair_llm, api_key=KEY) as url:
         without = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0, timeout=WAIT_S)
         error = error_of(lambda: chat(without))
         assert (error.status_code, error.body["code"]) == (401, "invalid_api_key")
@@ -247,9 +248,9 @@ def test_api_key_is_required_when_set(tiny_pair_llm):
 
 def test_a_full_queue_answers_503_with_retry_after(tiny_pair_llm):
     Held.reset()
-    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 50,
+    body = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 50,
             "method": "held", "stream": True}  # fmt: skip
-    with running_server(create_app(tiny_pair_llm, served_model_name=MODEL, max_queue=1, retry_after=3)) as url:
+    with serve_tiny(tiny_pair_llm, max_queue=1, retry_after=3) as url:
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=WAIT_S) as held:
             lines = held.iter_lines()
             assert next(lines).startswith("data: ")
@@ -266,7 +267,7 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_pair_llm):
 
 
 def test_metrics_count_requests_tokens_and_latency(tiny_pair_llm):
-    with running_server(create_app(tiny_pair_llm, served_model_name=MODEL)) as url:
+    with serve_tiny(tiny_pair_llm) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=WAIT_S)
         answer = chat(client, max_tokens=5, extra_body={"method": "opad", "principle": PRINCIPLE})
         list(chat(client, max_tokens=3, stream=True))

@@ -9,24 +9,23 @@ from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 
 from aligned_llm import create_app
-from tests.serving import LOCALHOST, WAIT_S, running_server
+from tests.serving import LOCALHOST, SERVED_MODEL, WAIT_S, running_server, serve_tiny
 
 pytestmark = pytest.mark.allow_hosts(LOCALHOST)
 
-MODEL = "tiny"
 PROMPT = "Tell me about the sea."
 PRINCIPLE = "Answer like a pirate."
 
 
 @pytest.fixture(scope="module")
 def base_url(tiny_pair_llm):
-    with running_server(create_app(tiny_pair_llm, served_model_name=MODEL)) as url:
+    with serve_tiny(tiny_pair_llm) as url:
         yield url
 
 
 def test_langchain_chat_openai_with_extra_body(base_url, tiny_pair_llm):
     chat = ChatOpenAI(
-        base_url=f"{base_url}/v1", api_key="x", model=MODEL, temperature=0, max_tokens=8, max_retries=0,
+        base_url=f"{base_url}/v1", api_key="x", model=SERVED_MODEL, temperature=0, max_tokens=8, max_retries=0,
         extra_body={"method": "opad", "principle": PRINCIPLE},
     )  # fmt: skip
     expected = tiny_pair_llm.generate(PROMPT, method="opad", principle=PRINCIPLE, max_new_tokens=8)
@@ -42,7 +41,7 @@ def test_langchain_chat_openai_with_extra_body(base_url, tiny_pair_llm):
 
 
 async def test_langchain_async_and_a_refused_setting(base_url, tiny_pair_llm):
-    chat = ChatOpenAI(base_url=f"{base_url}/v1", api_key="x", model=MODEL, temperature=0, max_tokens=6,
+    chat = ChatOpenAI(base_url=f"{base_url}/v1", api_key="x", model=SERVED_MODEL, temperature=0, max_tokens=6,
                       max_retries=0, extra_body={"method": "aad", "alpha": 0.3})  # fmt: skip
     expected = tiny_pair_llm.generate(PROMPT, method="aad", alpha=0.3, max_new_tokens=6)
     assert (await chat.ainvoke(PROMPT)).content == expected.text
@@ -52,7 +51,7 @@ async def test_langchain_async_and_a_refused_setting(base_url, tiny_pair_llm):
 
 def test_llamaindex_openai_like(base_url, tiny_pair_llm):
     llm = OpenAILike(
-        model=MODEL, api_base=f"{base_url}/v1", api_key="x", is_chat_model=True, temperature=0.0, max_tokens=8,
+        model=SERVED_MODEL, api_base=f"{base_url}/v1", api_key="x", is_chat_model=True, temperature=0.0, max_tokens=8,
         context_window=tiny_pair_llm.context_window, max_retries=0, timeout=WAIT_S,
         additional_kwargs={"extra_body": {"method": "pad", "profile": "humorous", "k": 4}},
     )  # fmt: skip

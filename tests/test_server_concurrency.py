@@ -9,12 +9,10 @@ import httpx
 import openai
 import pytest
 
-from aligned_llm import create_app
-from tests.serving import LOCALHOST, WAIT_S, Held, running_server
+from tests.serving import LOCALHOST, SERVED_MODEL, WAIT_S, Held, serve_tiny
 
 pytestmark = pytest.mark.allow_hosts(LOCALHOST)
 
-MODEL = "tiny"
 PROMPTS = ["Tell me about the sea.", "Name three rivers.", "Why is the sky blue?", "Write a haiku."]
 PRINCIPLES = ["Answer like a pirate.", "Be extremely brief.", "Use formal language."]
 METHODS = [
@@ -40,7 +38,7 @@ def mixed_requests(count: int) -> list[tuple[str, dict, bool]]:
 
 async def ask(client: openai.AsyncOpenAI, prompt: str, settings: dict, stream: bool) -> str:
     extra = {name: value for name, value in settings.items() if name != "max_new_tokens"}
-    options = {"model": MODEL, "messages": [{"role": "user", "content": prompt}],
+    options = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": prompt}],
                "max_tokens": settings["max_new_tokens"], "extra_body": extra}  # fmt: skip
     if not stream:
         return (await client.chat.completions.create(**options)).choices[0].message.content
@@ -67,7 +65,7 @@ async def until_metric(http: httpx.AsyncClient, name: str, value: float, **label
 
 @pytest.fixture(scope="module")
 def base_url(tiny_pair_llm):
-    with running_server(create_app(tiny_pair_llm, served_model_name=MODEL)) as url:
+    with serve_tiny(tiny_pair_llm) as url:
         yield url
 
 
@@ -87,7 +85,7 @@ async def test_a_killed_client_cancels_its_request_and_disturbs_no_other(base_ur
     client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0, timeout=WAIT_S)
     async with httpx.AsyncClient(base_url=base_url, timeout=WAIT_S) as http:
         others = [asyncio.create_task(ask(client, *request)) for request in requests]
-        doomed = {"model": MODEL, "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 200,
+        doomed = {"model": SERVED_MODEL, "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 200,
                   "method": "held", "stream": True}  # fmt: skip
         async with http.stream("POST", "/v1/chat/completions", json=doomed) as response:
             lines = response.aiter_lines()
