@@ -11,12 +11,16 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
-from aligned_llm.constraints import CONSTRAINED_ALIGNMENT as CONSTRAINED_ALIGNMENT_CHOICES
-from aligned_llm.constraints import DEFAULT_CONSTRAINED_ALIGNMENT
+from aligned_llm.answer.formats import TOOL_FORMATS
+from aligned_llm.answer.spec import CONSTRAINED_ALIGNMENT as CONSTRAINED_ALIGNMENT_CHOICES
+from aligned_llm.answer.spec import (
+    DEFAULT_CONSTRAINED_ALIGNMENT,
+    check_tool_choice,
+    normalize_response_format,
+    normalize_tools,
+)
 from aligned_llm.errors import InvalidSettingError
-from aligned_llm.output_format import normalize_response_format
 from aligned_llm.parameters import Parameter
-from aligned_llm.tools import normalize_tools
 
 DEFAULT_MAX_NEW_TOKENS = 512
 MIN_TEMPERATURE = 1e-4
@@ -110,34 +114,16 @@ SEED = Parameter("seed", int, None, "seed for repeatable sampling", minimum=0, m
 TRACE = Parameter("trace", bool, False, "record per-token log-probs, scores and the method's signal")
 
 
-def _check_tools(value: Any) -> Any:
-    normalize_tools(value)
-    return value
-
-
-def _check_tool_choice(value: Any) -> Any:
-    if not isinstance(value, (str, Mapping)):
-        raise InvalidSettingError(
-            "tool_choice", f"must be 'auto', 'none', 'required', a tool name or a function dict, got {value!r}"
-        )
-    return value
-
-
-def _check_response_format(value: Any) -> Any:
-    normalize_response_format(value)
-    return value
-
-
 TOOLS = Parameter(
-    "tools", str, None, "OpenAI-style function tools the model may call (docs/tools.md)", check=_check_tools
+    "tools", str, None, "OpenAI-style function tools the model may call (docs/tools.md)", check=normalize_tools
 )
 TOOL_CHOICE = Parameter(
-    "tool_choice", str, "auto", "'auto', 'none', 'required', or one tool by name", check=_check_tool_choice
+    "tool_choice", str, "auto", "'auto', 'none', 'required', or one tool by name", check=check_tool_choice
 )
 PARALLEL_TOOL_CALLS = Parameter("parallel_tool_calls", bool, True, "whether an answer may hold several tool calls")
 RESPONSE_FORMAT = Parameter(
     "response_format", str, None, "{'type': 'json_object'}, a json_schema dict or a pydantic class",
-    check=_check_response_format,
+    check=normalize_response_format,
 )  # fmt: skip
 CONSTRAINED = Parameter(
     "constrained", bool, True, "tool calls and JSON answers valid by grammar (False: parse free text)"
@@ -148,10 +134,21 @@ CONSTRAINED_ALIGNMENT = Parameter(
     choices=CONSTRAINED_ALIGNMENT_CHOICES,
 )  # fmt: skip
 
+TOOL_FORMAT = Parameter(
+    "tool_format", str, None, "how tool calls are written: None detects the chat template's own format",
+    choices=TOOL_FORMATS, optional=True,
+)  # fmt: skip
+DEFAULT_TOOL_CALL_BIAS = -1.5
+"""Chosen by measurement on BFCL (docs/results.md): see ``answer.formats.generic``."""
+TOOL_CALL_BIAS = Parameter(
+    "tool_call_bias", float, DEFAULT_TOOL_CALL_BIAS,
+    "log-odds added to calling a tool in the generic format's calibrated decision (higher: calls more often)",
+    minimum=-50.0, maximum=50.0, ui_range=(-6.0, 6.0),
+)  # fmt: skip
+
 COMMON_PARAMETERS: tuple[Parameter, ...] = (
     PRINCIPLE, PROFILE, MAX_NEW_TOKENS, STOP, TEMPERATURE, TOP_P, FREQUENCY_PENALTY, PRESENCE_PENALTY, SEED, TRACE,
-    TOOLS, TOOL_CHOICE, PARALLEL_TOOL_CALLS, RESPONSE_FORMAT, CONSTRAINED, CONSTRAINED_ALIGNMENT,
+    TOOLS, TOOL_CHOICE, PARALLEL_TOOL_CALLS, RESPONSE_FORMAT, CONSTRAINED, CONSTRAINED_ALIGNMENT, TOOL_FORMAT,
+    TOOL_CALL_BIAS,
 )  # fmt: skip
-OUTPUT_SETTINGS = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained")
-"""The settings that shape the answer (tool calls, structured output), checked together by ``output_spec``."""
 """Every setting that is not a method's own, in the order surfaces list them."""

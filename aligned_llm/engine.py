@@ -26,8 +26,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from aligned_llm import constraints
-from aligned_llm.constraints import Constraint, ConstraintState
+from aligned_llm.answer import constraint as constraints
+from aligned_llm.answer.constraint import Constraint, ConstraintState
 from aligned_llm.errors import NonFiniteLogitsError
 from aligned_llm.lora_gate import lora_gate
 from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
@@ -46,7 +46,7 @@ class EngineRequest:
     stop_strings: Sequence[str] = ()
     seed: int | None = None
     constraint: Constraint | None = None
-    """A grammar over the answer (tool calls, response format); see ``constraints``."""
+    """A grammar over the answer (tool calls, response format); see ``answer.constraint``."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class StepEvent:
     generated_tokens: int
     result: GenerationResult | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
-    """Tool-call pieces decided at this step (set by ``tools.read_answers``; ``delta`` is then prose)."""
+    """Tool-call pieces decided at this step (set by ``answer.reader.AnswerReading``; ``delta`` is then prose)."""
 
 
 @dataclass(frozen=True)
@@ -688,6 +688,7 @@ class Engine:
                         token_ids=tuple(item.token_ids),
                         method=group.method.name,
                         trace=item.trace,
+                        call_log_odds=item.constraint.call_log_odds if item.constraint else None,
                     ),
                 )
             )

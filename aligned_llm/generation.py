@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import threading
 import weakref
 from collections import deque
@@ -117,6 +118,33 @@ class Ticket:
         if self._error is not None:
             raise self._error
         return None
+
+
+class FollowUp:
+    """Where a follow-up of request ``index`` of a ticket delivers: the same ticket, under that index.
+
+    A second part of an answer (the prose after a decision to answer, see ``answer.plan``)
+    decodes as a submission of its own; its events reach the first part's ticket and reader.
+    """
+
+    def __init__(self, ticket: Ticket, index: int) -> None:
+        self.ticket = ticket
+        self.index = index
+
+    @property
+    def cancel(self) -> threading.Event:
+        return self.ticket.cancel
+
+    @property
+    def closed(self) -> bool:
+        return self.ticket.closed
+
+    def deliver(self, events: Iterable[StepEvent]) -> None:
+        """Pass the follow-up's events on under the request's index."""
+        self.ticket.deliver([dataclasses.replace(event, index=self.index) for event in events])
+
+    def fail(self, error: BaseException) -> None:
+        self.ticket.fail(error)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

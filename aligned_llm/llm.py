@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, overload
@@ -13,10 +13,14 @@ from typing import Any, Literal, Union, overload
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from aligned_llm.constraints import Constraint, grammars_for
-from aligned_llm.engine import Engine, EngineRequest, Sampling, StepEvent
+from aligned_llm.answer.constraint import Constraint
+from aligned_llm.answer.grammar import grammars_for
+from aligned_llm.answer.history import check_history
+from aligned_llm.answer.plan import AnswerPlan, plan_answer
+from aligned_llm.answer.reader import AnswerReading
+from aligned_llm.engine import Engine, EngineRequest, Sampling
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
-from aligned_llm.generation import Generation, GenerationStream, Ticket
+from aligned_llm.generation import FollowUp, Generation, GenerationStream, Ticket
 from aligned_llm.loading import (
     BUNDLED_ADAPTER,
     BUNDLED_NAME,
@@ -35,7 +39,6 @@ from aligned_llm.reward import attach_value_head, find_value_head
 from aligned_llm.scheduler import BatchBudget, PerCallRunner, Scheduler, Submission
 from aligned_llm.settings import DecodeSettings
 from aligned_llm.setup import ADAPTERS_OFF, DPO_ADAPTER, POLICY, REFERENCE, REWARD, REWARD_ADAPTER, ModelSetup
-from aligned_llm.tools import AnswerReader, read_answers
 
 ModelSource = Union[str, os.PathLike[str], "AlignedLLM"]
 Batching = Literal["continuous", "per-call"]
@@ -334,14 +337,22 @@ class AlignedLLM:
                 raise InvalidSettingError("method", f"row {row.name!r} turns adapters off, but none is loaded")
         return decoding
 
+    def answer_plan(self, settings: DecodeSettings) -> AnswerPlan:
+        """How answers under ``settings`` are prompted, constrained and read (the tool format of this chat template)."""
+        return plan_answer(settings.output, self.chat_format.template)
+
     def encode_rows(
-        self, conversation: Conversation, settings: DecodeSettings, decoding: DecodingMethod | None = None
+        self,
+        conversation: Conversation,
+        settings: DecodeSettings,
+        decoding: DecodingMethod | None = None,
+        plan: AnswerPlan | None = None,
     ) -> list[list[int]]:
         """Token ids of each row the method needs for one conversation."""
         decoding = decoding or self.method_for(settings)
+        plan = plan or self.answer_plan(settings)
         guided = self.chat_format.with_guidance(conversation, settings.principle, settings.profile)
-        tool_prompt = settings.output.prompt()
-        return [self.chat_format.encode(guided if row.guided else conversation, tool_prompt) for row in decoding.rows]
+        return [self.chat_format.encode(guided if row.guided else conversation, plan) for row in decoding.rows]
 
     def check(self, prompt: Prompt | Sequence[Prompt], **settings: Any) -> None:
         """Everything :meth:`generate` checks before any model work (settings, method, prompts), without decoding."""
@@ -352,18 +363,28 @@ class AlignedLLM:
         decode_settings = DecodeSettings(**settings)
         conversations, is_batch = normalize_prompts(prompt)
         decoding = self.method_for(decode_settings)
-        requests = self._requests(conversations, decode_settings, decoding)
-        return _Job(requests, decoding, decode_settings, is_batch)
+        plan = self.answer_plan(decode_settings)
+        for index, conversation in enumerate(conversations):
+            check_history(conversation, decode_settings.output.tools, "prompt" if not is_batch else f"prompt[{index}]")
+        requests = self._requests(conversations, decode_settings, decoding, plan)
+        prose = plan.prose()
+        follow_ups = None if prose is None else self._requests(conversations, decode_settings, decoding, prose)
+        return _Job(requests, decoding, decode_settings, is_batch, plan, conversations, follow_ups)
 
     def _requests(
-        self, conversations: list[Conversation], settings: DecodeSettings, decoding: DecodingMethod
+        self,
+        conversations: list[Conversation],
+        settings: DecodeSettings,
+        decoding: DecodingMethod,
+        plan: AnswerPlan | None = None,
     ) -> list[EngineRequest]:
         """Render and check every prompt before any model work starts."""
+        plan = plan or self.answer_plan(settings)
         requests = []
         window = self.context_window
-        constraint = self._constraint(settings)
+        constraint = self._constraint(plan, settings.max_new_tokens)
         for index, conversation in enumerate(conversations):
-            rows = self.encode_rows(conversation, settings, decoding)
+            rows = self.encode_rows(conversation, settings, decoding, plan)
             longest = max(len(ids) for ids in rows)
             if longest + settings.max_new_tokens > window:
                 where = "prompt" if len(conversations) == 1 else f"prompt[{index}]"
@@ -378,22 +399,14 @@ class AlignedLLM:
             requests.append(request)
         return requests
 
-    def _constraint(self, settings: DecodeSettings) -> Constraint | None:
-        """The grammar of the settings' tools or response format (compiled once, cached)."""
-        spec = settings.output
-        if spec.is_free_text:
+    def _constraint(self, plan: AnswerPlan, max_new_tokens: int) -> Constraint | None:
+        """The grammar and rules of ``plan`` for this tokenizer (compiled once, cached)."""
+        if plan.spec.is_free_text and not plan.is_prose:
             return None
-        if not settings.constrained:
-            return Constraint()
         head = self.model.get_output_embeddings()
         vocab_size = int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
         grammars = grammars_for(self.tokenizer, vocab_size, sorted(self._engine.stop_token_ids))
-        return Constraint(
-            grammars.compile(spec),
-            whole=spec.response is not None or spec.choice.mode == "required",
-            alignment=settings.constrained_alignment,
-            token_bytes=grammars.token_bytes,
-        )
+        return plan.constraint(grammars, self.tokenizer, max_new_tokens)
 
     def _register(self, cancel: threading.Event) -> None:
         """Let :meth:`cancel` reach a generation until it finishes."""
@@ -402,36 +415,31 @@ class AlignedLLM:
 
     def _start(self, job: _Job, cancel: threading.Event, *, keep_events: bool) -> Ticket:
         """Hand a checked job to the engine; its events and results arrive on the returned ticket."""
-        ticket = Ticket(
-            job.count, cancel, is_batch=job.is_batch, keep_events=keep_events, transform=_answers(job.settings)
-        )
+        settings = job.settings
+        sampling = Sampling(settings.temperature, settings.top_p, settings.frequency_penalty, settings.presence_penalty)
+        reading = None
+        if not job.plan.spec.is_free_text:
+
+            def follow_up(index: int) -> None:
+                assert job.follow_ups is not None
+                request = job.follow_ups[index]
+                self._runner.submit(
+                    Submission(FollowUp(ticket, index), [request], job.decoding, sampling, settings.trace)
+                )
+
+            reading = AnswerReading(
+                lambda index: job.plan.reader(job.conversations[index]),
+                follow_up if job.follow_ups is not None else None,
+            )
+        ticket = Ticket(job.count, cancel, is_batch=job.is_batch, keep_events=keep_events, transform=reading)
 
         def finished(_future: object) -> None:
             with self._running_lock:
                 self._running.discard(cancel)
 
         ticket.future.add_done_callback(finished)
-        settings = job.settings
-        sampling = Sampling(settings.temperature, settings.top_p, settings.frequency_penalty, settings.presence_penalty)
         self._runner.submit(Submission(ticket, job.requests, job.decoding, sampling, settings.trace))
         return ticket
-
-
-def _answers(settings: DecodeSettings) -> Callable[[Iterable[StepEvent]], list[StepEvent]] | None:
-    """For tools or a response format: events read by one ``AnswerReader`` per request (prose, calls, parsed)."""
-    spec = settings.output
-    if spec.is_free_text:
-        return None
-    readers: dict[int, AnswerReader] = {}
-
-    def read(events: Iterable[StepEvent]) -> list[StepEvent]:
-        read_events = []
-        for event in events:
-            reader = readers.setdefault(event.index, AnswerReader(spec.calls_tools, spec.response))
-            read_events.extend(read_answers([event], lambda reader=reader: reader))
-        return read_events
-
-    return read
 
 
 @dataclass(frozen=True)
@@ -442,6 +450,10 @@ class _Job:
     decoding: DecodingMethod
     settings: DecodeSettings
     is_batch: bool
+    plan: AnswerPlan
+    conversations: list[Conversation]
+    follow_ups: list[EngineRequest] | None
+    """The prose answer of each request, decoded when its first answer chose prose (see ``answer.plan``)."""
 
     @property
     def count(self) -> int:

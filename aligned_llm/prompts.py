@@ -16,7 +16,9 @@ from typing import Any, Union
 from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
-from aligned_llm import tools
+from aligned_llm.answer.history import normalize_tool_message
+from aligned_llm.answer.plan import AnswerPlan
+from aligned_llm.answer.spec import AnswerSpec
 from aligned_llm.errors import InvalidSettingError
 
 Message = Mapping[str, Any]
@@ -83,7 +85,7 @@ def _to_conversation(prompt: object, where: str) -> Conversation:
         if role not in ROLES:
             raise InvalidSettingError(f"{where}[{i}].role", f"must be one of {ROLES}, got {role!r}")
         if role == "tool" or (role == "assistant" and message.get("tool_calls")):
-            conversation.append(tools.normalize_tool_message(message, f"{where}[{i}]"))
+            conversation.append(normalize_tool_message(message, f"{where}[{i}]"))
             continue
         if not isinstance(content, str):
             raise InvalidSettingError(f"{where}[{i}].content", f"must be a string, got {type(content).__name__}")
@@ -126,10 +128,11 @@ class ChatFormat:
             **template_kwargs,
         )
 
-    @cached_property
-    def renders_tools(self) -> bool:
-        """Whether the chat template renders tools, calls and results itself (Hermes format)."""
-        return self.has_template and tools.template_renders_tools(self._render)
+    @property
+    def template(self) -> str | None:
+        """The chat template's source (``None`` without one, or when it is not a single string)."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        return template if isinstance(template, str) else None
 
     @cached_property
     def _system_slot(self) -> tuple[bool, str]:
@@ -196,28 +199,24 @@ class ChatFormat:
             return guided
         return self.with_profile(guided, profile)
 
-    def encode(self, conversation: Conversation, tool_prompt: tools.ToolPrompt | None = None) -> list[int]:
+    def encode(self, conversation: Conversation, plan: AnswerPlan | None = None) -> list[int]:
         """Token ids of the rendered conversation, ready for the next assistant token.
 
-        ``tool_prompt``: tools and instructions to render (see ``tools.render_conversation``).
+        ``plan``: how tools, past calls, results and a response format are rendered
+        (``answer.plan``); without one, past calls and results in the template's tool format.
         """
+        plan = plan or AnswerPlan(AnswerSpec(), None)
         if self.has_template:
-            kwargs: dict[str, Any] = {}
-            if tool_prompt is not None or tools.has_tool_parts(conversation):
-                conversation, kwargs = tools.render_conversation(
-                    conversation, tool_prompt, template_tools=self.renders_tools,
-                    supports_system=self.supports_system, default_system=self.default_system,
-                )  # fmt: skip
+            conversation, kwargs = plan.render(
+                conversation, self.template, supports_system=self.supports_system, default_system=self.default_system
+            )
             text = self._render(conversation, **kwargs)
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(conversation) != 1 or conversation[0]["role"] != "user":
             raise InvalidSettingError(
                 "prompt", "this model's tokenizer has no chat template: pass a plain string, not messages"
             )
-        if tool_prompt is not None:
-            conversation, _ = tools.render_conversation(
-                conversation, tool_prompt, template_tools=False, supports_system=False, default_system=""
-            )
+        conversation, _ = plan.render(conversation, None, supports_system=False, default_system="")
         return self.tokenizer(conversation[0]["content"])["input_ids"]
 
     def stop_token_ids(self, generation_eos: int | Sequence[int] | None) -> list[int]:

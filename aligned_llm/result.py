@@ -79,3 +79,6 @@ class GenerationResult:
     trace: list[TokenTrace] | None = field(default=None, repr=False)
     tool_calls: tuple[ToolCall, ...] = ()
     parsed: Any = None
+    call_log_odds: float | None = None
+    """With tools under ``"auto"`` in the ``generic`` format: the model's log-odds of calling
+    against answering at the decision, before ``tool_call_bias`` (it called when their sum was > 0)."""

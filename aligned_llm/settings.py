@@ -12,8 +12,9 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from aligned_llm.common_settings import COMMON_PARAMETERS, DEFAULT_MAX_NEW_TOKENS, OUTPUT_SETTINGS, Profile
-from aligned_llm.constraints import OutputSpec, output_spec
+from aligned_llm.answer.grammar import check_compiles
+from aligned_llm.answer.spec import AnswerSpec, answer_spec
+from aligned_llm.common_settings import COMMON_PARAMETERS, DEFAULT_MAX_NEW_TOKENS, Profile
 from aligned_llm.errors import InvalidSettingError
 from aligned_llm.methods import DecodingMethod
 from aligned_llm.registry import method_class, method_parameters
@@ -62,13 +63,19 @@ class DecodeSettings(Mapping[str, Any]):
     def __init__(self, **settings: Any) -> None:
         """Check every setting given; raise ``InvalidSettingError`` naming the first bad one."""
         values = _resolve(settings)
-        output = output_spec(*(values[name] for name in OUTPUT_SETTINGS), values["constrained_alignment"])
+        output = answer_spec(
+            values["tools"] or (), values["tool_choice"], values["parallel_tool_calls"], values["response_format"],
+            constrained=values["constrained"], alignment=values["constrained_alignment"],
+            tool_format=values["tool_format"], tool_call_bias=values["tool_call_bias"],
+        )  # fmt: skip
+        if output.constrained and not output.is_free_text:
+            check_compiles(output)
         object.__setattr__(self, "_values", MappingProxyType(values))
         object.__setattr__(self, "_given", frozenset(settings))
         object.__setattr__(self, "_output", output)
 
     @property
-    def output(self) -> OutputSpec:
+    def output(self) -> AnswerSpec:
         """What the answer must be (tool calls, JSON), checked together; free text when nothing is set."""
         return self._output
 

@@ -25,7 +25,8 @@ import torch
 from throughput import PROMPTS
 
 from aligned_llm import AlignedLLM, DecodeSettings
-from aligned_llm.constraints import Constraint, grammars_for
+from aligned_llm.answer.constraint import Constraint
+from aligned_llm.answer.grammar import grammars_for
 from aligned_llm.engine import Engine
 from aligned_llm.prompts import normalize_prompts
 
@@ -71,7 +72,7 @@ def main() -> None:
         built = llm._requests(conversations, settings, method)
         if name == "none":
             return built
-        constraint = Constraint(grammars.compile(settings.output), whole=name == "json")
+        constraint = Constraint(grammars.compile(settings.output, llm.answer_plan(settings).fmt), whole=name == "json")
         return [replace(request, constraint=constraint) for request in built]
 
     def seconds(batch: int, name: str, tokens: int) -> float:

@@ -2,7 +2,9 @@
 
 BFCL's ``simple_python``, ``multiple``, ``parallel`` and ``irrelevance`` categories (read from the
 ``bfcl-eval`` wheel by ``bfcl.py``), each case's functions given as OpenAI-style tools with
-``tool_choice="auto"`` and parallel calls allowed, decoded three ways (and a fourth on request):
+``tool_choice="auto"`` and parallel calls allowed, in the Hermes format (``tool_format="hermes"``: the
+library's format before the calibrated ``generic`` one, whose decision ``tool_decision.py`` measures), decoded
+three ways (and a fourth on request):
 
 - ``unconstrained``: the tools rendered into the prompt and calls parsed from free text, no
   grammar (``constrained=False``): what a user gets today from the Hugging Face adapters;
@@ -43,7 +45,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from scoring import proportion
 
 from aligned_llm import AlignedLLM, GenerationResult
-from aligned_llm.tools import CALL_CLOSE, CALL_OPEN
+from aligned_llm.answer.formats.hermes import CALL_CLOSE, CALL_OPEN
 
 PRINCIPLE = "Answer concisely and precisely."
 MODES: dict[str, str] = {
@@ -75,7 +77,8 @@ def score(case: Case, mode: str, text: str, calls: list[tuple[str, Any]], finish
     """One answer's record: its calls, why any call is invalid, and BFCL's verdict."""
     check = schema_validator(case)
     errors = [error for name, arguments in calls if (error := check(name, arguments)) is not None]
-    # a call block the library could not parse stays in the prose; so does one cut by max_new_tokens
+    # a closed call block the library could not parse stays in the prose (without a grammar); a block cut by
+    # max_new_tokens leaves nothing in the prose (the reader drops markup), so it shows as `cut` without a call
     unfinished = finish_reason == "length" and text.rfind(CALL_OPEN) > text.rfind(CALL_CLOSE)
     if unparsed := text.count(CALL_OPEN) - unfinished:
         errors += [f"{CALL_OPEN} block that does not parse as a call"] * unparsed
@@ -191,7 +194,7 @@ def run_mode(llm: AlignedLLM, mode: str, cases: list[Case], args: argparse.Names
     """Decode every case in one mode, ``--batch-size`` cases at a time, and score each answer."""
     records = []
     settings = {"tool_choice": "auto", "parallel_tool_calls": True, "max_new_tokens": args.max_new_tokens,
-                **settings_for(mode, args.principle)}  # fmt: skip
+                "tool_format": "hermes", **settings_for(mode, args.principle)}  # fmt: skip
     progress.update(task, description=f"{mode:>13}")
     for start in range(0, len(cases), args.batch_size):
         chunk = cases[start : start + args.batch_size]

@@ -12,7 +12,10 @@ import torch
 from pydantic import BaseModel, Field
 
 from aligned_llm import AlignedLLM, DecodeSettings
-from aligned_llm.constraints import constrain_scores, grammars_for
+from aligned_llm.answer.constraint import constrain_scores
+from aligned_llm.answer.formats.generic import GenericFormat
+from aligned_llm.answer.formats.hermes import HermesFormat
+from aligned_llm.answer.grammar import grammars_for
 from aligned_llm.engine import Sampling
 from aligned_llm.testing import WIDE_CONTEXT_WINDOW, build_tiny_model
 
@@ -219,11 +222,15 @@ def test_stop_strings_still_cut_the_prose(tiny_wide_llm):
     assert cut.finish_reason == "stop"
 
 
-def test_a_call_cut_by_the_length_limit_is_not_a_call(tiny_wide_llm):
-    result = tiny_wide_llm.generate(PROMPT, tools=TOOLS, tool_choice="required", max_new_tokens=8)
+@pytest.mark.parametrize("tool_format", ["generic", "hermes"])
+def test_a_call_cut_by_the_length_limit_is_not_a_call_and_leaves_no_markup(tiny_wide_llm, tool_format):
+    result = tiny_wide_llm.generate(
+        PROMPT, tools=TOOLS, tool_choice="required", max_new_tokens=8, tool_format=tool_format
+    )
     assert result.finish_reason == "length"
     assert result.tool_calls == ()
-    assert result.text.startswith("<tool_call>")
+    assert result.text == ""
+    assert len(result.token_ids) == 8
 
 
 def test_alignment_off_in_spans_decodes_calls_from_the_first_row(tiny_wide_llm):
@@ -265,8 +272,11 @@ def test_grammars_compile_once_per_tokenizer_and_spec(tiny_wide_llm):
     grammars = grammars_for(tiny_wide_llm.tokenizer, len(tiny_wide_llm.tokenizer), [2])
     assert grammars is grammars_for(tiny_wide_llm.tokenizer, len(tiny_wide_llm.tokenizer), [2])
     spec = DecodeSettings(tools=TOOLS).output
-    assert grammars.compile(spec) is grammars.compile(DecodeSettings(tools=TOOLS).output)
-    assert grammars.compile(spec) is not grammars.compile(DecodeSettings(tools=TOOLS, tool_choice="required").output)
+    hermes = HermesFormat()
+    assert grammars.compile(spec, hermes) is grammars.compile(DecodeSettings(tools=TOOLS).output, HermesFormat())
+    required = DecodeSettings(tools=TOOLS, tool_choice="required").output
+    assert grammars.compile(spec, hermes) is not grammars.compile(required, hermes)
+    assert grammars.compile(spec, hermes) is not grammars.compile(spec, GenericFormat())
 
 
 def _accepts(tiny_llm, schema, text: str) -> bool:
@@ -300,9 +310,10 @@ def test_numbers_have_at_most_sixteen_digits_per_part(tiny_wide_llm):
 
 def test_constrain_scores_falls_back_when_the_method_allows_nothing(tiny_wide_llm):
     grammars = grammars_for(tiny_wide_llm.tokenizer, len(tiny_wide_llm.tokenizer), [2])
-    from aligned_llm.constraints import Constraint
+    from aligned_llm.answer.constraint import Constraint
 
-    constraint = Constraint(grammars.compile(DecodeSettings(tools=TOOLS, tool_choice="required").output))
+    required = DecodeSettings(tools=TOOLS, tool_choice="required").output
+    constraint = Constraint(grammars.compile(required, HermesFormat()))
     vocab = len(tiny_wide_llm.tokenizer)
     scores = torch.full((2, vocab), float("-inf"))
     scores[:, 7] = 0.0

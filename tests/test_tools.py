@@ -8,16 +8,14 @@ import pytest
 from pydantic import BaseModel
 
 from aligned_llm import DecodeSettings, InvalidSettingError, StreamDelta, ToolCallDelta
-from aligned_llm.output_format import normalize_response_format
+from aligned_llm.answer.constraint import protect_blocks
+from aligned_llm.answer.formats.generic import ANSWER_FROM_RESULTS, GenericFormat
+from aligned_llm.answer.formats.generic import tool_prompt_text as generic_prompt
+from aligned_llm.answer.formats.hermes import HermesFormat, tool_prompt_text
+from aligned_llm.answer.plan import plan_answer
+from aligned_llm.answer.reader import CallSplitter
+from aligned_llm.answer.spec import normalize_response_format, normalize_tool_choice, normalize_tools
 from aligned_llm.prompts import ChatFormat, normalize_prompts
-from aligned_llm.tools import (
-    ToolCallParser,
-    normalize_tool_choice,
-    normalize_tools,
-    parse_call,
-    protect_calls,
-    tool_prompt_text,
-)
 
 WEATHER = {
     "type": "function",
@@ -94,16 +92,38 @@ HISTORY = [
         ),
         ({"constrained": 1}, "constrained", "True or False"),
         ({"constrained_alignment": "loud"}, "constrained_alignment", "'steer', 'off'"),
+        ({"tools": [WEATHER], "tool_format": "llama4"}, "tool_format", "one of 'mistral', 'llama3'"),
+        ({"tools": [WEATHER], "tool_format": "mistral"}, "tool_format", "contradicts the chat template"),
+        ({"tools": [WEATHER], "tool_call_bias": 80.0}, "tool_call_bias", "<= 50"),
+        ({"tools": [WEATHER], "tool_call_bias": float("nan")}, "tool_call_bias", "finite"),
+        ([{"role": "tool", "content": "1"}, {"role": "user", "content": "hi"}], "prompt[0]", "no assistant message"),
+        (
+            [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "tool", "tool_call_id": "zzz", "content": "1"},
+            ],
+            "prompt[2]",
+            "no assistant message",
+        ),
+        (
+            [*HISTORY[:2], {"role": "tool", "tool_call_id": "call_9", "content": "1"}],
+            "prompt[2].tool_call_id",
+            "matches no",
+        ),
+        (json.loads(json.dumps(HISTORY).replace("get_weather", "get_forecast")), "prompt[1].tool_calls", "not one of"),
     ],
 )
 def test_bad_tool_settings_name_the_parameter_before_any_forward(tiny_llm, settings, parameter, message):
+    """Bad settings, formats, margins and impossible histories (a list: the prompt, with tools=[WEATHER])."""
+    prompt, settings = ("Hello", settings) if isinstance(settings, dict) else (settings, {"tools": [WEATHER]})
     forwards = []
     handle = tiny_llm.model.register_forward_pre_hook(lambda *_: forwards.append(1))
     try:
         with pytest.raises(InvalidSettingError) as error:
-            tiny_llm.generate("Hello", max_new_tokens=2, **settings)
+            tiny_llm.generate(prompt, max_new_tokens=2, **settings)
         with pytest.raises(InvalidSettingError):
-            tiny_llm.stream("Hello", max_new_tokens=2, **settings)
+            tiny_llm.stream(prompt, max_new_tokens=2, **settings)
     finally:
         handle.remove()
     assert error.value.parameter == parameter
@@ -193,12 +213,28 @@ def test_past_tool_calls_are_normalised():
 # ---------------------------------------------------------------- rendering
 
 
-def test_bundled_template_gets_the_library_tool_prompt_and_in_turn_results(tokenizer):
+def test_bundled_template_gets_the_generic_tool_prompt_and_results_folded_into_the_question(tokenizer):
     chat = ChatFormat(tokenizer)
-    assert not chat.renders_tools
     conversation, _ = normalize_prompts(HISTORY)
-    prompt = DecodeSettings(tools=[WEATHER]).output.prompt()
-    text = tokenizer.decode(chat.encode(conversation[0], prompt))
+    plan = plan_answer(DecodeSettings(tools=[WEATHER]).output, chat.template)
+    assert isinstance(plan.fmt, GenericFormat)
+    text = tokenizer.decode(chat.encode(conversation[0], plan))
+    system = chat.default_system + "\n\n" + generic_prompt(normalize_tools([WEATHER]))
+    assert text == (
+        f"<|im_start|>system\n{system}<|im_end|>\n"
+        "<|im_start|>user\nWeather in Paris?\n\n"
+        'The tool get_weather({"city": "Paris"}) returned: {"temperature_c": 21}\n'
+        f"{ANSWER_FROM_RESULTS[0]}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert '{"type": "function", "function": {"name": "get_weather", "description": "Get the current' in system
+
+
+def test_hermes_on_the_bundled_template_renders_the_library_prompt_and_in_turn_results(tokenizer):
+    chat = ChatFormat(tokenizer)
+    conversation, _ = normalize_prompts(HISTORY)
+    plan = plan_answer(DecodeSettings(tools=[WEATHER], tool_format="hermes").output, chat.template)
+    text = tokenizer.decode(chat.encode(conversation[0], plan))
     system = chat.default_system + "\n\n" + tool_prompt_text(normalize_tools([WEATHER]))
     assert text == (
         f"<|im_start|>system\n{system}<|im_end|>\n"
@@ -207,31 +243,49 @@ def test_bundled_template_gets_the_library_tool_prompt_and_in_turn_results(token
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
         '<tool_response>\n{"temperature_c": 21}\n</tool_response>\n'
     )
-    assert '{"type": "function", "function": {"name": "get_weather", "description": "Get the current' in system
 
 
-def test_later_assistant_text_joins_the_tool_turn_and_a_new_user_turn_follows(tokenizer):
+def test_later_turns_keep_the_folded_results_and_a_new_user_turn_follows(tokenizer):
     chat = ChatFormat(tokenizer)
     conversation, _ = normalize_prompts(
         [*HISTORY, {"role": "assistant", "content": "It is 21 C."}, {"role": "user", "content": "Thanks!"}]
     )
     text = tokenizer.decode(chat.encode(conversation[0]))
     assert text.endswith(
-        "<|im_start|>assistant\n"
-        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
-        '<tool_response>\n{"temperature_c": 21}\n</tool_response>\nIt is 21 C.<|im_end|>\n'
+        "<|im_start|>user\nWeather in Paris?\n\n"
+        'The tool get_weather({"city": "Paris"}) returned: {"temperature_c": 21}\n'
+        f"{ANSWER_FROM_RESULTS[0]}<|im_end|>\n"
+        "<|im_start|>assistant\nIt is 21 C.<|im_end|>\n"
         "<|im_start|>user\nThanks!<|im_end|>\n<|im_start|>assistant\n"
     )
-    assert "# Tools" not in text
+    assert "You can call these tools" not in text
+
+
+def test_several_results_fold_in_order_under_one_closing_line(tokenizer):
+    two_calls = [
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+            {"id": "b", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}}]},
+        {"role": "tool", "tool_call_id": "b", "content": "30 C"},
+        {"role": "tool", "tool_call_id": "a", "content": "21 C"},
+    ]  # fmt: skip
+    conversation, _ = normalize_prompts(two_calls)
+    text = tokenizer.decode(ChatFormat(tokenizer).encode(conversation[0]))
+    assert (
+        'Rome?\n\nThe tool get_weather({"city": "Rome"}) returned: 30 C\n'
+        'The tool get_weather({"city": "Paris"}) returned: 21 C\n'
+        f"{ANSWER_FROM_RESULTS[1]}<|im_end|>"
+    ) in text
 
 
 def test_principle_goes_before_the_tools_and_the_unguided_row_has_none(tiny_llm):
     settings = DecodeSettings(method="opad", principle="Talk like a pirate.", tools=[WEATHER])
     guided, plain = (tiny_llm.tokenizer.decode(ids) for ids in tiny_llm.encode_rows(HISTORY[:1], settings))
-    assert "Talk like a pirate.\n\n# Tools" in guided
+    assert "Talk like a pirate.\n\nYou can call these tools" in guided
     assert "pirate" not in plain
     assert plain.replace(tiny_llm.chat_format.default_system, "") != plain
-    assert "# Tools" in plain
+    assert "You can call these tools" in plain
 
 
 QWEN_LIKE_TEMPLATE = (
@@ -255,9 +309,10 @@ def test_a_template_with_hermes_tools_renders_them_itself(tokenizer):
     qwen_like = copy.deepcopy(tokenizer)
     qwen_like.chat_template = QWEN_LIKE_TEMPLATE
     chat = ChatFormat(qwen_like)
-    assert chat.renders_tools
+    plan = plan_answer(DecodeSettings(tools=[WEATHER]).output, chat.template)
+    assert type(plan.fmt) is HermesFormat and plan.fmt.template_renders
     conversation, _ = normalize_prompts(HISTORY)
-    text = qwen_like.decode(chat.encode(conversation[0], DecodeSettings(tools=[WEATHER]).output.prompt()))
+    text = qwen_like.decode(chat.encode(conversation[0], plan))
     assert text.startswith("<|im_start|>system\n# Tools\n<tools>\n" + json.dumps(WEATHER))
     assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in text
     assert text.endswith('<tool_response>\n{"temperature_c": 21}\n</tool_response><|im_end|>\n<|im_start|>assistant\n')
@@ -266,13 +321,18 @@ def test_a_template_with_hermes_tools_renders_them_itself(tokenizer):
 
 def test_response_format_instruction_is_in_the_system_message(tokenizer):
     schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
-    prompt = DecodeSettings(response_format={"type": "json_schema", "json_schema": {"schema": schema}}).output.prompt()
-    text = tokenizer.decode(ChatFormat(tokenizer).encode([{"role": "user", "content": "hi"}], prompt))
+    chat = ChatFormat(tokenizer)
+    spec = DecodeSettings(response_format={"type": "json_schema", "json_schema": {"schema": schema}}).output
+    text = tokenizer.decode(chat.encode([{"role": "user", "content": "hi"}], plan_answer(spec, chat.template)))
     assert f"matches this JSON schema:\n{json.dumps(schema)}<|im_end|>" in text
 
 
-def test_tool_choice_none_leaves_the_tools_out():
-    assert DecodeSettings(tools=[WEATHER], tool_choice="none").output.prompt() is None
+def test_tool_choice_none_leaves_the_tools_out(tokenizer):
+    chat = ChatFormat(tokenizer)
+    plan = plan_answer(DecodeSettings(tools=[WEATHER], tool_choice="none").output, chat.template)
+    assert not plan.offers_tools
+    text = tokenizer.decode(chat.encode([{"role": "user", "content": "hi"}], plan))
+    assert "get_weather" not in text
 
 
 # ---------------------------------------------------------------- parsing
@@ -281,8 +341,8 @@ def test_tool_choice_none_leaves_the_tools_out():
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 
 
-def _parse(text: str, chunk: int) -> tuple[ToolCallParser, list[StreamDelta]]:
-    parser = ToolCallParser()
+def _parse(text: str, chunk: int) -> tuple[CallSplitter, list[StreamDelta]]:
+    parser = CallSplitter(HermesFormat())
     deltas = [parser.feed(text[i : i + chunk]) for i in range(0, len(text), chunk)]
     deltas.append(parser.finish())
     return parser, deltas
@@ -307,7 +367,7 @@ def test_parser_splits_prose_and_calls_whatever_the_chunking(chunk):
 
 
 def test_parser_holds_back_a_partial_marker_and_releases_it_when_it_is_prose():
-    parser = ToolCallParser()
+    parser = CallSplitter(HermesFormat())
     assert parser.feed("a <tool").text == "a"
     assert parser.feed("box> b").text == " <toolbox> b"
     assert parser.finish().text == ""
@@ -319,15 +379,19 @@ def test_parser_drops_a_repeated_call_and_keeps_blocks_that_are_not_calls():
     assert parser.text == "<tool_call>not json</tool_call> done"
 
 
-def test_parser_settles_an_unclosed_block_at_the_end():
+def test_parser_drops_an_unclosed_block_at_the_end_markup_and_all():
     parser, _ = _parse('<tool_call>\n{"name": "f", "arguments": {"a": 1}}', 4)
-    assert [(call.name, call.arguments) for call in parser.calls] == [("f", {"a": 1})]
-    cut, _ = _parse('Hi <tool_call>\n{"name": "f", "argu', 4)
-    assert cut.calls == []
-    assert cut.text == 'Hi <tool_call>\n{"name": "f", "argu'
+    assert parser.calls == [] and parser.text == ""
+    cut, _ = _parse(f'Hi {CALL}\n<tool_call>\n{{"name": "f", "argu', 4)
+    assert [call.name for call in cut.calls] == ["get_weather"]
+    assert cut.text == "Hi"
 
 
 def test_call_bodies_parse_leniently():
+    def parse_call(body: str):
+        calls = HermesFormat().parse_block(body, ())
+        return None if calls is None else calls[0]
+
     assert parse_call('{"name": "f", "arguments": "{\\"a\\": 1}"}') == ("f", {"a": 1})
     assert parse_call('{"name": "f", "parameters": {"a": 1}}') == ("f", {"a": 1})
     assert parse_call('{"name": "f"}') == ("f", {})
@@ -337,7 +401,7 @@ def test_call_bodies_parse_leniently():
 
 def test_protect_calls_blanks_call_blocks_only():
     text = f"a {CALL} b <tool_call>open"
-    protected = protect_calls(text)
+    protected = protect_blocks(text, HermesFormat())
     assert len(protected) == len(text)
     assert protected.startswith("a ") and " b " in protected
     assert "tool_call" not in protected and "Paris" not in protected
