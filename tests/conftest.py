@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from aligned_llm import AlignedLLM
 from aligned_llm.loading import bundled_model_dir
 from aligned_llm.testing import WIDE_CONTEXT_WINDOW, save_tiny_lora, save_tiny_model
+
+if "OMP_NUM_THREADS" not in os.environ:
+    # One intra-op thread: the tiny models' ops are too small to split, and on a shared 2-core machine
+    # a second thread waits at every barrier for a core (a tiny forward took 140 ms on 2 threads, 13 ms
+    # on 1; the bundled model is faster on 1 there too). OMP_NUM_THREADS set by the caller wins.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,11 @@ class Contrastive(DecodingMethod):
 
 
 def _reference_decode(llm: AlignedLLM, weight: float) -> list[int]:
-    """The spec, recomputed naively: fresh full forwards of both models on the whole sequence each step."""
+    """The spec, recomputed naively: fresh full forwards of both models on the whole sequence each step.
+
+    The score is taken in float64 (as Python floats would), with implausible tokens at −1e30 and
+    ties to the lowest token id; whole-vocabulary tensor ops, no per-token loop.
+    """
     ids = llm.chat_format.encode([{"role": "user", "content": PROMPT}])
     generated: list[int] = []
     for _ in range(STEPS):
@@ -80,13 +84,9 @@ def _reference_decode(llm: AlignedLLM, weight: float) -> list[int]:
         with torch.no_grad():
             expert = torch.log_softmax(llm.model(sequence).logits[0, -1].float(), dim=-1)
             amateur = torch.log_softmax(llm.reference(sequence).logits[0, -1].float(), dim=-1)
-        scores = [
-            expert[v].item() - weight * amateur[v].item()
-            if expert[v] >= math.log(PLAUSIBILITY) + expert.max()
-            else -1e30
-            for v in range(expert.shape[0])
-        ]
-        token = max(range(len(scores)), key=scores.__getitem__)
+        plausible = expert >= math.log(PLAUSIBILITY) + expert.max()
+        scores = torch.where(plausible, expert.double() - weight * amateur.double(), -1e30)
+        token = int(torch.argmax(scores))
         generated.append(token)
         if token in llm.stop_token_ids:
             break
