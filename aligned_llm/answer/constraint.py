@@ -18,8 +18,10 @@ Three rules beyond the grammar:
   branch's tokens are masked;
 - **no call that cannot finish**: once a call is complete, no further call is started when
   fewer than ``min_call_tokens`` tokens of ``max_new_tokens`` are left;
-- **no repeated call**: an answer whose calls so far hold the same call twice ends there (small
-  models otherwise repeat a call until the length limit; the reader keeps one).
+- **no repeated call**: an answer whose calls so far hold the same call twice, or a call this
+  turn of the conversation already made, ends there (small models otherwise repeat a call until
+  the length limit, and agents loop; the reader drops the repeats and, when nothing is left,
+  asks for a prose answer).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 
 from aligned_llm.answer.formats import ToolFormat
 from aligned_llm.answer.formats.generic import ANSWER_BRANCH, CALL_BRANCH, DECISION_PREFIX
+from aligned_llm.answer.history import call_key
 from aligned_llm.answer.spec import ConstrainedAlignment, ToolSpec
 
 
@@ -86,6 +89,8 @@ class Constraint:
     separator_tokens: torch.Tensor | None = None
     min_call_tokens: int = 0
     max_new_tokens: int = 0
+    earlier: frozenset[str] = frozenset()
+    """Calls this turn of the conversation already made (``history.call_key``): writing one again ends the answer."""
 
     def protect(self, text: str) -> str:
         """``text`` with its constrained spans blanked: stop strings are not searched there."""
@@ -189,8 +194,8 @@ class ConstraintState:
         if fmt is not None and (b"}" in piece or b">" in piece):
             calls = fmt.complete_calls(self._text.decode("utf-8", "replace"), self.constraint.tools)
             self._calls = len(calls)
-            keys = [repr(call) for call in calls]
-            self.repeated_call = len(set(keys)) < len(keys)
+            keys = [call_key(name, arguments) for name, arguments in calls]
+            self.repeated_call = len(set(keys)) < len(keys) or not self.constraint.earlier.isdisjoint(keys)
 
 
 _BITS = torch.arange(32, dtype=torch.int32)

@@ -107,6 +107,11 @@ def check_history(conversation: Sequence[Mapping[str, Any]], tools: Sequence[Too
             )
 
 
+def call_key(name: str, arguments: Mapping[str, Any]) -> str:
+    """One call as a comparable key: its name and arguments (key order does not matter)."""
+    return json.dumps([name, arguments], sort_keys=True, ensure_ascii=False)
+
+
 def calls_since_last_user(conversation: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """``(name, arguments)`` of every call made after the last user message (the current agent turn)."""
     calls: list[tuple[str, dict[str, Any]]] = []

@@ -17,7 +17,7 @@ from aligned_llm.answer.constraint import Constraint
 from aligned_llm.answer.formats import ToolFormat, resolve_format
 from aligned_llm.answer.formats.base import Rendered
 from aligned_llm.answer.grammar import Grammars, prose_tag
-from aligned_llm.answer.history import calls_since_last_user, has_tool_parts
+from aligned_llm.answer.history import call_key, calls_since_last_user, has_tool_parts
 from aligned_llm.answer.reader import AnswerReader
 from aligned_llm.answer.spec import AnswerSpec
 
@@ -104,6 +104,15 @@ class AnswerPlan:
             )
             + CALL_TOKEN_MARGIN
         )
+
+    def for_conversation(
+        self, constraint: Constraint | None, conversation: Sequence[dict[str, Any]]
+    ) -> Constraint | None:
+        """``constraint`` knowing the calls this turn of ``conversation`` already made (none may be made again)."""
+        if constraint is None or constraint.fmt is None or self.spec.choice.mode != "auto":
+            return constraint
+        earlier = frozenset(call_key(name, arguments) for name, arguments in calls_since_last_user(conversation))
+        return replace(constraint, earlier=earlier) if earlier else constraint
 
     def reader(self, conversation: Sequence[dict[str, Any]]) -> AnswerReader:
         """A fresh reader of one answer to ``conversation``."""

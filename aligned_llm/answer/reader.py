@@ -15,20 +15,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aligned_llm.answer.formats import ToolFormat
 from aligned_llm.answer.formats.base import ParsedCall
 from aligned_llm.answer.formats.generic import ANSWER_OPENING
-from aligned_llm.answer.history import new_call_id
+from aligned_llm.answer.history import call_key, new_call_id
 from aligned_llm.answer.spec import ResponseFormat, ToolSpec
 from aligned_llm.result import GenerationResult, StreamDelta, ToolCall, ToolCallDelta
 
 E = TypeVar("E")
-
-
-def _key(name: str, arguments: dict[str, Any]) -> str:
-    return json.dumps([name, arguments], sort_keys=True, ensure_ascii=False)
 
 
 @dataclass
@@ -113,11 +109,11 @@ class CallSplitter:
                 return self._gap + self.fmt.open + body + self.fmt.close
             parsed = complete
         self._boundary = True
-        earlier = {_key(name, arguments) for name, arguments in self.earlier}
+        earlier = {call_key(name, arguments) for name, arguments in self.earlier}
         for name, arguments in parsed:
             if any(call.name == name and call.arguments == arguments for call in self.calls):
                 continue
-            if _key(name, arguments) in earlier:
+            if call_key(name, arguments) in earlier:
                 self.repeated += 1
                 continue
             call = ToolCall(new_call_id(), name, arguments)

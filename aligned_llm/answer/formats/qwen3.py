@@ -8,7 +8,8 @@
     </function>
     </tool_call>
 
-A parameter whose schema type is ``string`` is written raw; any other value as JSON. Plain
+A parameter whose schema type is ``string`` is written as text; any other value as JSON (whitespace
+around a value is not part of it, as in vLLM's parser). Plain
 Qwen3 writes Hermes calls (``hermes``). The chat template renders tools, calls and results.
 """
 
@@ -19,7 +20,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from aligned_llm.answer.formats.base import ParsedCall, ToolFormat, structural
+from aligned_llm.answer.formats.base import JSON_WHITESPACE, ParsedCall, ToolFormat, structural
 from aligned_llm.answer.formats.hermes import CALL_CLOSE, CALL_OPEN, RESPONSE_CLOSE, RESPONSE_OPEN
 
 _FUNCTION = re.compile(r"^\s*<function=([^>\n]+)>\n?(.*?)\n?</function>\s*$", re.DOTALL)
@@ -42,7 +43,9 @@ class Qwen3Format(ToolFormat):
         return [
             st.TagFormat(
                 begin=f"{CALL_OPEN}\n<function={tool.name}>\n",
-                content=st.QwenXMLParameterFormat(json_schema=tool.parameters),
+                content=st.JSONSchemaFormat(
+                    json_schema=tool.parameters, style="qwen_xml", max_whitespace_cnt=JSON_WHITESPACE
+                ),
                 end=f"\n</function>\n{CALL_CLOSE}",
             )
             for tool in tools
@@ -77,10 +80,11 @@ class Qwen3Format(ToolFormat):
 
 
 def _value(raw: str, schema: Any) -> Any:
-    """A parameter's text as its value: raw for strings, JSON otherwise (raw text when it is not JSON)."""
+    """A parameter's text as its value, whitespace around it dropped: the text for strings, else JSON (or the text)."""
+    text = raw.strip()
     if isinstance(schema, dict) and schema.get("type") == "string":
-        return raw
+        return text
     try:
-        return json.loads(raw)
+        return json.loads(text)
     except ValueError:
-        return raw
+        return text
