@@ -393,9 +393,8 @@ class AlignedLLM:
                     f"is {longest} tokens and max_new_tokens is {settings.max_new_tokens}, but the model's context "
                     f"window is {window} tokens: shorten the prompt or lower max_new_tokens",
                 )
-            request = EngineRequest(
-                rows, settings.max_new_tokens, settings.stop, settings.seed, plan.for_conversation(constraint, conversation)
-            )
+            own = plan.for_conversation(constraint, conversation)
+            request = EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed, own)
             if self.batching == "continuous":
                 self.budget.check("prompt" if len(conversations) == 1 else f"prompt[{index}]", request)
             requests.append(request)

@@ -1,4 +1,4 @@
-"""The generic format's calibrated decision to call, its prose follow-up, and the rules that keep agents out of loops."""
+"""The generic format's calibrated decision to call, its prose follow-up, and the rules that keep agents from loops."""
 
 from __future__ import annotations
 

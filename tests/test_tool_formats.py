@@ -78,10 +78,10 @@ def test_a_family_format_the_template_contradicts_is_refused_but_generic_is_not(
 
 
 def test_the_template_renders_a_past_call_that_the_format_parses_back(family):
-    name, llm = family
+    _, llm = family
     tokenizer = llm.tokenizer
     history = _history("call_1", PAST_CALL)[:2]
-    tools = [tool for tool in TOOLS]
+    tools = list(TOOLS)
     prefix = tokenizer.apply_chat_template(history[:1], tools=tools, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(history, tools=tools, tokenize=False, add_generation_prompt=False)
     assert full.startswith(prefix)
@@ -100,7 +100,7 @@ def fmt_tools(llm: AlignedLLM):
 
 
 def test_required_calls_are_valid_parse_back_from_the_raw_text_and_stream_the_same(family):
-    name, llm = family
+    _, llm = family
     settings = {"tools": TOOLS, "tool_choice": "required", "max_new_tokens": 160, **SAMPLED}
     result = llm.generate(PROMPT, **settings)
     _assert_valid(result)
@@ -122,7 +122,7 @@ def test_required_calls_are_valid_parse_back_from_the_raw_text_and_stream_the_sa
 
 
 def test_auto_answers_hold_no_call_markup_and_only_valid_calls(family):
-    name, llm = family
+    _, llm = family
     fmt = llm.answer_plan(DecodeSettings(tools=TOOLS)).fmt
     for seed in range(4):
         result = llm.generate(PROMPT, tools=TOOLS, max_new_tokens=60, temperature=1.0, seed=seed)
