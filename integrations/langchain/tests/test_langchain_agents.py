@@ -2,10 +2,9 @@
 
 No mocks: the frameworks' own agents drive ``ChatAlignedLLM``. The 135M model is weak, so the
 tests assert what must hold (a valid call of the right tool, the tool ran, a final answer
-without calls), not wording. Left to ``tool_choice="auto"`` it answers from memory instead
-of opening a call, and allowed parallel calls it repeats its call until ``max_tokens``, so
-each agent requires one call until the tool has answered (as docs/langchain.md shows); the
-grammar then makes that call valid.
+without calls or markup), not wording. With default settings the calibrated decision of the
+generic tool format makes it call; a middleware that requires the first call (the way to force
+it) is tested too.
 """
 
 from __future__ import annotations
@@ -77,6 +76,19 @@ def assert_called_the_tool_then_answered(messages: list) -> None:
     assert answer.tool_calls == []
     assert answer.content.strip()
     assert len(messages) == 4
+
+
+def test_create_agent_with_default_settings_calls_the_tool_reads_it_and_answers(bundled):
+    agent = create_agent(ChatAlignedLLM(llm=bundled), tools=[get_weather], system_prompt=SYSTEM)
+    state = agent.invoke({"messages": [HumanMessage(QUESTION)]}, config={"recursion_limit": 10})
+    assert_called_the_tool_then_answered(state["messages"])
+    assert "<tool_" not in state["messages"][-1].content and '{"' not in state["messages"][-1].content
+
+
+def test_langgraph_prebuilt_react_agent_with_default_settings(bundled):
+    agent = create_react_agent(ChatAlignedLLM(llm=bundled), tools=[get_weather], prompt=SYSTEM)
+    state = agent.invoke({"messages": [HumanMessage(QUESTION)]}, config={"recursion_limit": 10})
+    assert_called_the_tool_then_answered(state["messages"])
 
 
 def test_create_agent_calls_the_tool_reads_it_and_answers(chat):

@@ -78,10 +78,3 @@ class TestChatAlignedLLMStandardIntegration(_Capabilities, ChatModelIntegrationT
         ``max_tokens``; OpenAI's frequency penalty breaks the loop, as a user of a small model would set it."""
         return {"device": "cpu", "max_tokens": 96, "frequency_penalty": 0.6}
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="left to tool_choice='auto', the bundled 135M model answers in prose and never calls a tool "
-        "(measured on BFCL, docs/results.md); the same loop with a call required is test_langchain_agents.py",
-    )
-    def test_agent_loop(self, model) -> None:
-        super().test_agent_loop(model)

@@ -2,9 +2,9 @@
 
 No mocks: LlamaIndex's own agents drive ``AlignedHF``. The 135M model is weak, so the tests
 assert what must hold (a valid call of the right tool, the tool ran, a final answer without
-calls), not wording. Left to choose, it answers from memory instead of opening a call, and
-allowed parallel calls it repeats its call until ``max_new_tokens``, so the agents require the
-first call (``initial_tool_choice``) and allow one call at a time; the grammar makes it valid.
+calls), not wording. With default settings the calibrated decision of the generic tool format
+makes it call; LlamaIndex's own ways to require the first call (``initial_tool_choice``, one
+call at a time) are tested too.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ def assert_called_the_tool_then_answered(results: list[ToolCallResult], output: 
     assert [call.tool_id for call in output.tool_calls] == [result.tool_id]  # the run's calls: that one only
     assert not [block for block in output.response.blocks if isinstance(block, ToolCallBlock)]
     assert output.response.content.strip()
+
+
+async def test_function_agent_with_default_settings_calls_the_tool_reads_it_and_answers(bundled_core):
+    agent = FunctionAgent(tools=[WEATHER], llm=AlignedHF(bundled_core), system_prompt=SYSTEM)
+    results, output = await run_and_collect(agent)
+    assert_called_the_tool_then_answered(results, output)
+    assert "<tool_" not in output.response.content and '{"' not in output.response.content
 
 
 async def test_function_agent_calls_the_tool_reads_it_and_answers(llm):
