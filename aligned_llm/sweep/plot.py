@@ -26,7 +26,7 @@ def sweep_figure(result: SweepResult, *, title: str | None = None, selected: int
 
     Grid points are circles, baselines other markers (legend); Pareto-optimal points are
     ringed in red and joined by the front's staircase; ``selected`` (a point index) is
-    ringed in black. Made without pyplot, so it shows as a PNG in any notebook.
+    ringed in black. The x axis is logarithmic when perplexities span more than 5×. Made without pyplot, so it shows as a PNG in any notebook.
     """
     figure = _figure_class()(figsize=(6.4, 4.4), layout="constrained")
     axes = figure.subplots()
@@ -51,6 +51,9 @@ def sweep_figure(result: SweepResult, *, title: str | None = None, selected: int
         if point.point.index == selected:
             axes.scatter([point.perplexity], [point.adherence], s=260, facecolors="none", edgecolors="black",
                          linewidths=1.8, zorder=5)  # fmt: skip
+    perplexities = [p.perplexity for p in shown]
+    if perplexities and max(perplexities) > 5 * min(perplexities):
+        axes.set_xscale("log")
     axes.set_xlabel("perplexity under the plain model  (← more fluent)")
     axes.set_ylabel(f"adherence: {result.adherence_name}  (↑ better)")
     axes.grid(True, color="#e5e5e5", zorder=0)
