@@ -26,7 +26,8 @@ def sweep_figure(result: SweepResult, *, title: str | None = None, selected: int
 
     Grid points are circles, baselines other markers (legend); Pareto-optimal points are
     ringed in red and joined by the front's staircase; ``selected`` (a point index) is
-    ringed in black. The x axis is logarithmic when perplexities span more than 5×. Made without pyplot, so it shows as a PNG in any notebook.
+    ringed in black. The x axis is logarithmic when perplexities span more than 5×. Made without
+    pyplot, so it shows as a PNG in any notebook.
     """
     figure = _figure_class()(figsize=(6.4, 4.4), layout="constrained")
     axes = figure.subplots()
