@@ -127,3 +127,18 @@ def test_stop_ends_the_sweep_and_keeps_what_was_decoded(tiny_llm):
     assert view.wait(60) == "stopped", panel.error.value
     assert view.result.stopped and all(r.result.output_tokens < 200 for r in view.result.records)
     assert "stopped" in view.status.value and not view.run_button.disabled
+
+
+def test_a_finished_sweep_opens_on_the_most_adherent_fluent_point_of_the_front():
+    from aligned_llm.sweep.grid import SweepPoint
+    from aligned_llm.sweep.panel import first_choice
+    from aligned_llm.sweep.records import PointSummary, SweepResult
+
+    def summary(index, adherence, perplexity, pareto):
+        point = SweepPoint(index, "opad", {"beta": float(index)})
+        return PointSummary(point, [], adherence, perplexity, pareto=pareto)
+
+    broken, useful, fluent, dominated = (summary(0, 1.0, 300.0, True), summary(1, 0.67, 9.9, True),
+                                         summary(2, 0.0, 2.5, True), summary(3, 0.0, 4.2, False))  # fmt: skip
+    assert first_choice(SweepResult([], [broken, useful, fluent, dominated], "x", 1.0)) == 1
+    assert first_choice(SweepResult([], [summary(0, 0.5, 3.0, False)], "x", 1.0)) == 0

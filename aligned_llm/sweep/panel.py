@@ -6,7 +6,9 @@ values to try (comma-separated; empty: not swept); the prompts box takes one pro
 adherence is a built-in checker or the principle-gain proxy. **Run** checks everything on the
 calling thread (a bad value shows in the panel's error area and nothing runs), then a worker
 waits for the sweep, moving the progress bar as points finish. The plot shows adherence
-against perplexity with the Pareto front; choosing a point in the list rings it on the plot
+against perplexity with the Pareto front; the point first chosen is the most adherent one on
+the front within 5× the front's lowest perplexity (not the broken text a too-strong setting
+can score best with); choosing a point in the list rings it on the plot
 and shows its answers as token views, and **Load into panel** sets the panel's controls to it.
 """
 
@@ -178,12 +180,12 @@ class SweepView:
             self._set_running(False)
 
     def show(self, result: SweepResult) -> None:
-        """Show a finished sweep (this view's, or one run in code with ``sweep``): plot, points, best point chosen."""
+        """Show a finished sweep (this view's, or one run in code with ``sweep``): plot, points, one chosen."""
         self.result = result
         self.points.options = [(_option(point), point.point.index) for point in result.points]
-        best = max(result.points, key=lambda p: (p.pareto, _or(p.adherence, -1.0), -_or(p.perplexity, 1e9)))
-        self._draw_plot(best.point.index)
-        self.points.value = best.point.index
+        first = first_choice(result)
+        self._draw_plot(first)
+        self.points.value = first
         self.load_button.disabled = False
         self.state = "stopped" if result.stopped else "done"
         front = ", ".join(point.label for point in result.front) or "none (stopped)"
@@ -235,6 +237,24 @@ class SweepView:
         self.plot.layout.display = ""
 
 
+FLUENCY_GUARD = 5.0
+"""The point a finished sweep first shows is within this factor of the front's lowest perplexity."""
+
+
+def first_choice(result: SweepResult) -> int:
+    """The index of the point a finished sweep shows first.
+
+    The most adherent point on the front whose perplexity is within :data:`FLUENCY_GUARD` × the
+    front's lowest (so broken text is not what a sweep opens on); the first point when nothing
+    is on the front.
+    """
+    front = result.front
+    if not front:
+        return result.points[0].point.index
+    limit = FLUENCY_GUARD * front[0].perplexity
+    return max((p for p in front if p.perplexity <= limit), key=lambda p: p.adherence).point.index
+
+
 def _values(name: str, text: str) -> list[Any]:
     """A box's comma-separated values, converted by the parameter's declaration (ranges: the sweep checks them)."""
     parameter = method_parameters()[name][0][1]
@@ -251,5 +271,3 @@ def _option(point: Any) -> str:
     return f"{mark}{point.label}: adherence {point.adherence:.3f}, perplexity {point.perplexity:.2f}"
 
 
-def _or(value: float, fallback: float) -> float:
-    return fallback if value != value else value
