@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import TYPE_CHECKING
 
 from aligned_llm.token_view import _figure_class
@@ -10,7 +11,7 @@ from aligned_llm.token_view import _figure_class
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from aligned_llm.sweep.records import SweepResult
+    from aligned_llm.sweep.records import PointSummary, SweepResult
 
 _KIND_STYLE = {
     "grid": {"marker": "o", "color": "#4393c3"},
@@ -46,20 +47,46 @@ def sweep_figure(result: SweepResult, *, title: str | None = None, selected: int
         axes.plot(xs, ys, color=_FRONT_COLOUR, linewidth=1.4, zorder=2, label="Pareto front")
         axes.scatter([p.perplexity for p in front], [p.adherence for p in front], s=140, facecolors="none",
                      edgecolors=_FRONT_COLOUR, linewidths=1.6, zorder=4)  # fmt: skip
-    for point in shown:
-        axes.annotate(point.label, (point.perplexity, point.adherence), textcoords="offset points", xytext=(6, 4),
+    perplexities = [p.perplexity for p in shown]
+    log_x = bool(perplexities) and max(perplexities) > 5 * min(perplexities)
+    if log_x:
+        axes.set_xscale("log")
+    for point, offset in zip(shown, _label_offsets(shown, log_x), strict=True):
+        axes.annotate(point.label, (point.perplexity, point.adherence), textcoords="offset points", xytext=(6, offset),
                       fontsize=8, color="#333")  # fmt: skip
         if point.point.index == selected:
             axes.scatter([point.perplexity], [point.adherence], s=260, facecolors="none", edgecolors="black",
                          linewidths=1.8, zorder=5)  # fmt: skip
-    perplexities = [p.perplexity for p in shown]
-    if perplexities and max(perplexities) > 5 * min(perplexities):
-        axes.set_xscale("log")
+    axes.margins(x=0.12, y=0.08)
     axes.set_xlabel("perplexity under the plain model  (← more fluent)")
     axes.set_ylabel(f"adherence: {result.adherence_name}  (↑ better)")
     axes.grid(True, color="#e5e5e5", zorder=0)
     axes.legend(fontsize=8, loc="best")
     count = len(result.prompts)
-    axes.set_title(title or f"{len(result.points)} points × {count} prompt{'s' * (count != 1)}"
-                   f"{' (stopped)' if result.stopped else ''}", fontsize=10, loc="left")  # fmt: skip
+    title = title or f"{len(result.points)} points × {count} prompt{'s' * (count != 1)}" + (
+        " (stopped)" if result.stopped else ""
+    )
+    axes.set_title(textwrap.fill(title, 80), fontsize=9, loc="left")
     return figure
+
+
+def _label_offsets(points: list[PointSummary], log_x: bool) -> list[float]:
+    """Vertical label offsets (points): labels of points close on the plot alternate above and below.
+
+    Closeness is in fractions of the data's span: within 4% in adherence and 25% in (log)
+    perplexity, about the width of a label.
+    """
+    xs = [math.log(p.perplexity) if log_x else p.perplexity for p in points]
+    ys = [p.adherence for p in points]
+    x_span = (max(xs) - min(xs)) or 1.0 if xs else 1.0
+    y_span = (max(ys) - min(ys)) or 1.0 if ys else 1.0
+    offsets = [4.0] * len(points)
+    placed: list[int] = []
+    for index in sorted(range(len(points)), key=lambda i: (ys[i], xs[i])):
+        near = sum(
+            1 for other in placed
+            if abs(ys[other] - ys[index]) < 0.04 * y_span and abs(xs[other] - xs[index]) < 0.25 * x_span
+        )  # fmt: skip
+        offsets[index] = (4.0, -11.0, 15.0, -22.0, 26.0, -33.0)[near % 6]
+        placed.append(index)
+    return offsets
