@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,19 +86,30 @@ def choose(result: Any, ratio: float) -> tuple[Any, float]:
         return min((p for p in result.points if p.point.kind == "grid"), key=lambda p: p.perplexity), limit
 
 
-def measure_cost(llm: AlignedLLM, case: Case, prompts: list[str], betas: tuple[float, ...], tokens: int) -> dict:
-    """Wall time of the same points decoded one after another, then as one sweep (side by side)."""
+def measure_cost(llm: AlignedLLM, case: Case, prompts: list[str], betas: tuple[float, ...], tokens: int,
+                 rounds: int) -> dict:
+    """Wall time of the same points decoded one after another (one ``generate`` per point), then as one sweep.
+
+    The two alternate for ``rounds`` rounds on the same model; the speed-up is the median of the
+    rounds' ratios (a shared machine's load moves both within a round alike).
+    """
     settings = {"principle": case.principle, "max_new_tokens": tokens}
-    started = time.perf_counter()
-    for beta in betas:
-        llm.generate(prompts, method="opad", beta=beta, **settings)
-    llm.generate(prompts, **settings)  # the direct-prompting reference point
-    one_by_one = time.perf_counter() - started
-    started = time.perf_counter()
-    sweep(llm, prompts, {"beta": list(betas)}, method="opad", adherence=case.checker, baselines=("direct",), **settings)
-    together = time.perf_counter() - started
-    return {"points": len(betas) + 1, "prompts": len(prompts), "one_by_one_s": one_by_one, "sweep_s": together,
-            "speedup": one_by_one / together}  # fmt: skip
+    timings = []
+    for _ in range(rounds):
+        load = os.getloadavg()[0]
+        started = time.perf_counter()
+        for beta in betas:
+            llm.generate(prompts, method="opad", beta=beta, **settings)
+        llm.generate(prompts, **settings)  # the direct-prompting reference point
+        one_by_one = time.perf_counter() - started
+        started = time.perf_counter()
+        sweep(llm, prompts, {"beta": list(betas)}, method="opad", adherence=case.checker, baselines=("direct",),
+              **settings)  # fmt: skip
+        together = time.perf_counter() - started
+        timings.append({"one_by_one_s": one_by_one, "sweep_s": together, "ratio": one_by_one / together,
+                        "load_before": load, "load_after": os.getloadavg()[0]})  # fmt: skip
+    return {"points": len(betas) + 1, "prompts": len(prompts), "rounds": timings,
+            "speedup": statistics.median(t["ratio"] for t in timings)}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,7 +119,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cases = CASES[: args.principles]
     rows, samples = [], []
     started = time.perf_counter()
-    cost = measure_cost(llm, cases[0], tune, BETAS, args.max_new_tokens) if args.cost else None
+    cost = measure_cost(llm, cases[0], tune, BETAS, args.max_new_tokens, args.cost_rounds) if args.cost else None
+    if args.cost_only:
+        return {"meta": _meta(llm, args, started, tune, held_out), "principles": [], "cost": cost, "samples": []}
     for case in cases:
         tuning = sweep(llm, tune, {"beta": list(BETAS)}, method="opad", principle=case.principle,
                        adherence=case.checker, baselines=("direct",), max_new_tokens=args.max_new_tokens)  # fmt: skip
@@ -131,13 +146,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             samples += [{"principle": case.name, "half": half, **record} for record in result.to_records()]
         print(f"{case.name}: chosen β={best_beta:g}; held-out adherence tuned {row['tuned']['rate']:.0%}, "
               f"default {row['default']['rate']:.0%}, direct {row['direct']['rate']:.0%}", flush=True)  # fmt: skip
-    meta = {"model": "SmolLM2-135M-Instruct (bundled)", "dtype": str(llm.model.dtype), "device": str(llm.device),
+    return {"meta": _meta(llm, args, started, tune, held_out), "principles": rows, "cost": cost, "samples": samples}
+
+
+def _meta(llm: AlignedLLM, args: argparse.Namespace, started: float, tune: list[str], held_out: list[str]) -> dict:
+    return {"model": "SmolLM2-135M-Instruct (bundled)", "dtype": str(llm.model.dtype), "device": str(llm.device),
             "machine": f"{platform.processor() or platform.machine()}, {_cpu_count()} CPUs",
-            "torch_threads": torch.get_num_threads(), "prompts": args.prompts,
-            "seed": args.seed, "max_new_tokens": args.max_new_tokens, "betas": list(BETAS),
+            "torch_threads": torch.get_num_threads(), "prompts": args.prompts, "seed": args.seed,
+            "max_new_tokens": args.max_new_tokens, "betas": list(BETAS),
             "max_perplexity_ratio": args.max_perplexity_ratio, "seconds": time.perf_counter() - started,
             "tune_prompts": tune, "held_out_prompts": held_out}  # fmt: skip
-    return {"meta": meta, "principles": rows, "cost": cost, "samples": samples}
 
 
 def auc(passed: list[float], failed: list[float]) -> float | None:
@@ -203,9 +221,11 @@ def markdown(summary: dict[str, Any]) -> str:
     n = sum(row["tuned"]["n"] for row in rows)
     lines.append("| **all** | | " + " | ".join(f"{totals[name]}/{n}" for name in ("tuned", "default", "direct")) + " |")
     if cost:
-        lines += ["", f"Cost: {cost['points']} points × {cost['prompts']} prompts one after another "
-                  f"{cost['one_by_one_s']:.1f} s, as one sweep {cost['sweep_s']:.1f} s: **{cost['speedup']:.2f}×** "
-                  f"({meta['machine']}, {meta['dtype']})"]  # fmt: skip
+        rounds = "; ".join(f"{t['one_by_one_s']:.1f} s vs {t['sweep_s']:.1f} s ({t['ratio']:.2f}×, load "
+                           f"{t['load_before']:.1f}→{t['load_after']:.1f})" for t in cost["rounds"])  # fmt: skip
+        lines += ["", f"Cost: {cost['points']} points × {cost['prompts']} prompts × {meta['max_new_tokens']} new "
+                  f"tokens, one point after another vs one sweep: **{cost['speedup']:.2f}×** (median of rounds: "
+                  f"{rounds}; {meta['machine']}, {meta['dtype']}, {meta['torch_threads']} torch thread(s))"]
     if summary.get("proxy"):
         lines += ["", "Principle-gain proxy against the checkers, over every answer of the run (AUC: how often a "
                   "passing answer scores above a failing one; 0.5 = chance)", "",
@@ -239,6 +259,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--no-cost", dest="cost", action="store_false", help="skip the one-by-one timing")
+    parser.add_argument("--cost-rounds", type=int, default=2, help="alternating one-by-one/sweep timing rounds")
+    parser.add_argument("--cost-only", action="store_true", help="only the timing (writes OUT-cost.json)")
     parser.add_argument("--out", help="write OUT.json, OUT-samples.jsonl, OUT.md and OUT.png")
     parser.add_argument("--validate-proxy", metavar="OUT",
                         help="instead of running: score OUT-samples.jsonl with the principle-gain proxy and add its "
@@ -254,6 +276,11 @@ def main() -> None:
         print(markdown(summary))
         return
     summary = run(args)
+    if args.cost_only:
+        print(json.dumps(summary["cost"], indent=1))
+        if args.out:
+            Path(args.out).with_name(Path(args.out).name + "-cost.json").write_text(json.dumps(summary, indent=1))
+        return
     table = markdown(summary)
     print(table)
     if args.out:
