@@ -162,9 +162,10 @@ class NeverSubmit:
      ({"beta": [1.0]}, {"beta": 2.0}, "beta", "both in the grid"),
      ({"beta": [1.0]}, {"principle": " "}, "principle", "point 'opad β=1'"),
      ({"beta": [1.0]}, {"temperature": -1}, "temperature", "point"),
-     ({"beta": [1.0]}, {"baselines": ("oracle",)}, "baselines", "oracle")],
+     ({"beta": [1.0]}, {"baselines": ("oracle",)}, "baselines", "oracle"),
+     ({"beta": [1.0]}, {"principle": 5}, "principle", "string")],
     ids=["empty-grid", "empty-values", "out-of-range", "duplicate", "not-a-list", "other-method", "bad-choice",
-         "zero-tokens", "twice", "blank-principle", "bad-temperature", "bad-baseline"],
+         "zero-tokens", "twice", "blank-principle", "bad-temperature", "bad-baseline", "principle-not-text"],
 )  # fmt: skip
 def test_bad_input_is_refused_before_any_decoding(tiny_llm, monkeypatch, grid, settings, parameter, message):
     monkeypatch.setattr(tiny_llm, "submit", NeverSubmit())

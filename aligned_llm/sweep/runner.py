@@ -231,7 +231,8 @@ def start_sweep(
         if name in _FIXED_NOT_SWEPT:
             raise InvalidSettingError(name, "cannot be set for a sweep (the sweep chooses it, or it is not free text)")
     points += _baseline_points(method, baselines, len(points))
-    guided = bool((settings.get("principle") or "").strip()) or settings.get("profile") is not None
+    principle = settings.get("principle")
+    guided = (isinstance(principle, str) and bool(principle.strip())) or settings.get("profile") is not None
     scorer = adherence_scorer(adherence, guided)
     for point in points:
         try:
