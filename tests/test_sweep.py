@@ -241,3 +241,19 @@ def test_stop_cancels_the_points_and_keeps_them_off_the_front(tiny_llm):
     assert not any(point.pareto for point in result.points) and result.front == []
     assert started.is_set(), "progress is reported for cancelled points too"
     assert run.result() is result
+
+
+@pytest.mark.parametrize(
+    ("method", "grid", "settings"),
+    [("linear", {"rho": [1.0, 3.0], "mask_top_p": [0.5, 0.8]}, {"principle": PRINCIPLE}),
+     ("pad", {"k": [2, 5], "pad_base": ["profiled", "plain"]}, {"profile": "A sailor."}),
+     ("vanilla", {"temperature": [0.0, 0.7], "seed": [1]}, {"principle": PRINCIPLE})],
+    ids=["linear-rho-top-p", "pad-k-base", "sampling"],
+)  # fmt: skip
+def test_any_registered_parameter_can_be_swept(tiny_llm, method, grid, settings):
+    result = sweep(tiny_llm, PROMPTS[:1], grid, method=method, adherence=checkers.min_words(1), max_new_tokens=5,
+                   **settings)  # fmt: skip
+    assert len(result.points) == len(grid[next(iter(grid))]) * len(grid[list(grid)[-1]])
+    for summary in result.points:
+        alone = tiny_llm.generate(PROMPTS[0], method=method, max_new_tokens=5, **settings, **summary.point.values)
+        assert summary.records[0].result.token_ids == alone.token_ids, summary.label
