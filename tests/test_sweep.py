@@ -257,3 +257,13 @@ def test_any_registered_parameter_can_be_swept(tiny_llm, method, grid, settings)
     for summary in result.points:
         alone = tiny_llm.generate(PROMPTS[0], method=method, max_new_tokens=5, **settings, **summary.point.values)
         assert summary.records[0].result.token_ids == alone.token_ids, summary.label
+
+
+def test_progress_reports_every_point(tiny_llm, capsys):
+    seen = []
+    sweep(tiny_llm, PROMPTS[:1], {"beta": [0.5, 1.0, 2.0]}, method="opad", principle=PRINCIPLE,
+          adherence=checkers.lowercase(), max_new_tokens=3, progress=True,
+          on_progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    err = capsys.readouterr().err
+    assert "sweep: 100%" in err and "3/3" in err

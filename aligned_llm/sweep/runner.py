@@ -254,6 +254,7 @@ def sweep(
     adherence: Callable[..., Any] | PrincipleGain | None = None,
     baselines: Iterable[str] = (),
     on_progress: Progress | None = None,
+    progress: bool = False,
     **settings: Any,
 ) -> SweepResult:
     """Decode ``prompts`` at every point of ``grid`` (all at once, sharing forwards), score and compare them.
@@ -271,7 +272,25 @@ def sweep(
     grid, an out-of-range value, a bad setting, a scorer that raises or returns a non-number
     on a sample answer) raises ``InvalidSettingError`` before any decoding; a scorer failing
     on a decoded answer raises :class:`SweepScoringError`, which keeps the answers.
+    ``progress=True`` shows a tqdm bar of the points decoded; ``on_progress(done, total)`` is
+    called as points finish.
     """
+    bars: list[Any] = []
+
+    def report(done: int, total: int) -> None:
+        if progress:
+            if not bars:
+                from tqdm.auto import tqdm
+
+                bars.append(tqdm(total=total, desc="sweep", unit="point"))
+            bars[0].update(done - bars[0].n)
+        if on_progress is not None:
+            on_progress(done, total)
+
     run = start_sweep(llm, prompts, grid, method=method, adherence=adherence, baselines=baselines,
-                      on_progress=on_progress, **settings)  # fmt: skip
-    return run.result()
+                      on_progress=report, **settings)  # fmt: skip
+    try:
+        return run.result()
+    finally:
+        for bar in bars:
+            bar.close()
