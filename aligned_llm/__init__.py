@@ -22,7 +22,7 @@ from aligned_llm.result import GenerationResult, StreamDelta, TokenTrace, ToolCa
 from aligned_llm.settings import DecodeSettings, check_setting, setting_names
 from aligned_llm.setup import ModelSetup
 from aligned_llm.spec import ModelSpec
-from aligned_llm.sweep import PrincipleGain, SweepResult, SweepRun, SweepScoringError, start_sweep, sweep
+from aligned_llm.sweeps import PrincipleGain, SweepResult, SweepRun, SweepScoringError, start_sweep, sweep
 
 if TYPE_CHECKING:
     from aligned_llm.server import create_app

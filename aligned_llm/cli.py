@@ -25,7 +25,7 @@ from aligned_llm.parameters import Parameter
 from aligned_llm.registry import method_parameters, registered_methods
 from aligned_llm.settings import DecodeSettings
 from aligned_llm.spec import ModelSpec
-from aligned_llm.sweep.command import add_sweep_command, check_sweep_arguments, run_sweep_command
+from aligned_llm.sweeps.command import add_sweep_command, check_sweep_arguments, run_sweep_command
 
 SETTING_FLAGS_SKIPPED = frozenset(
     {"method", "trace", "tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained",

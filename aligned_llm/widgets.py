@@ -215,7 +215,7 @@ class TuningPanel:
         ])  # fmt: skip
         for column in outputs.children:
             column.children[1].layout.width = "100%"
-        from aligned_llm.sweep.panel import SweepView
+        from aligned_llm.sweeps.panel import SweepView
 
         self.sweep = SweepView(self, widgets, [prompt, *(p for p in SWEEP_PROMPTS if p != prompt)])
         """The sweep view: a grid over the method's parameters on several prompts, its plot and points."""

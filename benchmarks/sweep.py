@@ -1,6 +1,6 @@
 """Does tuning with a sweep help? Best setting per principle chosen on one half of the prompts, reported on the other.
 
-For each verifiable principle (checked by ``aligned_llm.sweep.checkers``), on AlpacaEval
+For each verifiable principle (checked by ``aligned_llm.sweeps.checkers``), on AlpacaEval
 instructions split into a tuning half and a held-out half:
 
 1. **Tune.** ``sweep`` OPAD over β on the tuning half, with direct prompting as a reference
@@ -43,8 +43,8 @@ from report import rate_bars, rate_cell
 from scoring import proportion
 
 from aligned_llm import AlignedLLM, sweep
-from aligned_llm.sweep import checkers
-from aligned_llm.sweep.checkers import Checker
+from aligned_llm.sweeps import checkers
+from aligned_llm.sweeps.checkers import Checker
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def validate_proxy(llm: AlignedLLM, samples_path: Path) -> dict[str, Any]:
     it stopped) gets the proxy's score: its mean log-prob per token under the plain model with
     the principle in context minus without. 0.5 means the proxy cannot tell them apart.
     """
-    from aligned_llm.sweep.fluency import answer_logprobs
+    from aligned_llm.sweeps.fluency import answer_logprobs
 
     rows = [json.loads(line) for line in samples_path.read_text().splitlines() if line.strip()]
     texts = {case.name: case.principle for case in CASES}

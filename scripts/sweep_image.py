@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from aligned_llm import AlignedLLM, sweep
-from aligned_llm.sweep import checkers
+from aligned_llm.sweeps import checkers
 
 PROMPTS = ["Tell me about the moon.", "Why is the sky blue?", "Name three rivers."]
 PRINCIPLE = "Be extremely brief: answer in at most ten words."

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from aligned_llm import InvalidSettingError, PrincipleGain, SweepResult, SweepScoringError, start_sweep, sweep
-from aligned_llm.sweep import checkers
-from aligned_llm.sweep.fluency import answer_logprobs, repetition
+from aligned_llm.sweeps import checkers
+from aligned_llm.sweeps.fluency import answer_logprobs, repetition
 
 matplotlib.use("Agg")
 
@@ -128,8 +128,8 @@ def test_records_dataframe_jsonl_table_and_plot(tiny_llm, tmp_path):
 
 
 def test_best_prefers_adherence_then_fluency():
-    from aligned_llm.sweep.grid import SweepPoint
-    from aligned_llm.sweep.records import PointSummary
+    from aligned_llm.sweeps.grid import SweepPoint
+    from aligned_llm.sweeps.records import PointSummary
 
     def summary(index, adherence, perplexity, kind="grid"):
         return PointSummary(SweepPoint(index, "opad", {"beta": float(index)}, kind=kind), [], adherence, perplexity)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sweep import CASES, auc, choose, prompt_halves
 
-from aligned_llm.sweep import SweepResult
-from aligned_llm.sweep.grid import SweepPoint
-from aligned_llm.sweep.records import PointSummary
+from aligned_llm.sweeps import SweepResult
+from aligned_llm.sweeps.grid import SweepPoint
+from aligned_llm.sweeps.records import PointSummary
 
 
 def _result(*points: tuple[str, float, float, float]) -> SweepResult:

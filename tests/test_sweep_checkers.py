@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from aligned_llm.sweep import checkers, pareto_front
-from aligned_llm.sweep.checkers import checker_from_spec, detect_language
+from aligned_llm.sweeps import checkers, pareto_front
+from aligned_llm.sweeps.checkers import checker_from_spec, detect_language
 
 
 @pytest.mark.parametrize(

@@ -130,9 +130,9 @@ def test_stop_ends_the_sweep_and_keeps_what_was_decoded(tiny_llm):
 
 
 def test_a_finished_sweep_opens_on_the_most_adherent_fluent_point_of_the_front():
-    from aligned_llm.sweep.grid import SweepPoint
-    from aligned_llm.sweep.panel import first_choice
-    from aligned_llm.sweep.records import PointSummary, SweepResult
+    from aligned_llm.sweeps.grid import SweepPoint
+    from aligned_llm.sweeps.panel import first_choice
+    from aligned_llm.sweeps.records import PointSummary, SweepResult
 
     def summary(index, adherence, perplexity, pareto):
         point = SweepPoint(index, "opad", {"beta": float(index)})

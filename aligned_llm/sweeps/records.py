@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aligned_llm.errors import MissingPackageError
 from aligned_llm.prompts import Prompt
 from aligned_llm.result import GenerationResult
-from aligned_llm.sweep.grid import SweepPoint
+from aligned_llm.sweeps.grid import SweepPoint
 
 if TYPE_CHECKING:
     import pandas
@@ -216,8 +216,8 @@ class SweepResult:
         return len(records)
 
     def figure(self, *, title: str | None = None) -> Figure:
-        """Adherence against perplexity, one marker per point, the Pareto front drawn (see ``sweep.plot``)."""
-        from aligned_llm.sweep.plot import sweep_figure
+        """Adherence against perplexity, one marker per point, the Pareto front drawn (``sweeps.plot``)."""
+        from aligned_llm.sweeps.plot import sweep_figure
 
         return sweep_figure(self, title=title)
 

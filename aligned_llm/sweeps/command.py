@@ -15,10 +15,10 @@ from rich.table import Table
 from aligned_llm.common_settings import COMMON_PARAMETERS
 from aligned_llm.errors import InvalidSettingError
 from aligned_llm.registry import method_parameters, registered_methods
-from aligned_llm.sweep.checkers import CHECKER_FACTORIES, Checker, checker_from_spec
-from aligned_llm.sweep.grid import grid_points
-from aligned_llm.sweep.runner import BASELINES, start_sweep
-from aligned_llm.sweep.scoring import PrincipleGain
+from aligned_llm.sweeps.checkers import CHECKER_FACTORIES, Checker, checker_from_spec
+from aligned_llm.sweeps.grid import grid_points
+from aligned_llm.sweeps.runner import BASELINES, start_sweep
+from aligned_llm.sweeps.scoring import PrincipleGain
 
 if TYPE_CHECKING:
     from aligned_llm.llm import AlignedLLM

@@ -20,10 +20,10 @@ from aligned_llm.errors import AlignedLLMError, InvalidSettingError
 from aligned_llm.generation import Generation
 from aligned_llm.prompts import Prompt, normalize_prompts
 from aligned_llm.result import GenerationResult
-from aligned_llm.sweep.fluency import answer_logprobs, perplexity, repetition
-from aligned_llm.sweep.grid import Grid, SweepPoint, grid_points
-from aligned_llm.sweep.records import SweepRecord, SweepResult, pareto_front, summarize
-from aligned_llm.sweep.scoring import Adherence, PrincipleGain, adherence_scorer, probe
+from aligned_llm.sweeps.fluency import answer_logprobs, perplexity, repetition
+from aligned_llm.sweeps.grid import Grid, SweepPoint, grid_points
+from aligned_llm.sweeps.records import SweepRecord, SweepResult, pareto_front, summarize
+from aligned_llm.sweeps.scoring import Adherence, PrincipleGain, adherence_scorer, probe
 
 if TYPE_CHECKING:
     from aligned_llm.llm import AlignedLLM
@@ -41,7 +41,7 @@ class SweepScoringError(InvalidSettingError):
     """The adherence scorer failed on a decoded answer; names the point and prompt and keeps every answer.
 
     ``point`` is the point's label, ``prompt_index`` and ``prompt`` the prompt; ``records``
-    holds every decoded answer (:class:`~aligned_llm.sweep.records.SweepRecord`, adherence set
+    holds every decoded answer (:class:`~aligned_llm.sweeps.records.SweepRecord`, adherence set
     for those scored before the failure), so nothing decoded is lost.
     """
 
@@ -261,7 +261,7 @@ def sweep(
 
     ``grid`` maps parameters of ``method`` (or sampling/length settings) to the values to try,
     e.g. ``{"beta": [0.5, 1, 2]}``. ``adherence`` is a callable on the text, or on the text and
-    the prompt, returning a number (a built-in checker from ``aligned_llm.sweep.checkers``
+    the prompt, returning a number (a built-in checker from ``aligned_llm.sweeps.checkers``
     returns a bool); ``None`` uses the model-based :class:`PrincipleGain` proxy. ``baselines``
     adds reference points: ``"default"`` (the method at its defaults), ``"direct"`` (the
     guidance in context, decoded plainly), ``"vanilla"`` (the prompt alone). The other

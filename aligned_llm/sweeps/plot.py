@@ -11,7 +11,7 @@ from aligned_llm.token_view import _figure_class
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from aligned_llm.sweep.records import PointSummary, SweepResult
+    from aligned_llm.sweeps.records import PointSummary, SweepResult
 
 _KIND_STYLE = {
     "grid": {"marker": "o", "color": "#4393c3"},

@@ -9,12 +9,12 @@ built-in checkers for verifiable principles; ``docs/tuning.md`` is the guide.
 
 from __future__ import annotations
 
-from aligned_llm.sweep import checkers
-from aligned_llm.sweep.checkers import Checker
-from aligned_llm.sweep.grid import SweepPoint, grid_points, sweepable_parameters
-from aligned_llm.sweep.records import PointSummary, SweepRecord, SweepResult, pareto_front
-from aligned_llm.sweep.runner import BASELINES, SweepRun, SweepScoringError, start_sweep, sweep
-from aligned_llm.sweep.scoring import PrincipleGain
+from aligned_llm.sweeps import checkers
+from aligned_llm.sweeps.checkers import Checker
+from aligned_llm.sweeps.grid import SweepPoint, grid_points, sweepable_parameters
+from aligned_llm.sweeps.records import PointSummary, SweepRecord, SweepResult, pareto_front
+from aligned_llm.sweeps.runner import BASELINES, SweepRun, SweepScoringError, start_sweep, sweep
+from aligned_llm.sweeps.scoring import PrincipleGain
 
 __all__ = [
     "BASELINES",

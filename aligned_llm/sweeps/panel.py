@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aligned_llm.errors import InvalidSettingError
 from aligned_llm.registry import method_parameters
-from aligned_llm.sweep.checkers import CHECKER_FACTORIES, checker_from_spec
-from aligned_llm.sweep.grid import SYMBOLS
-from aligned_llm.sweep.plot import sweep_figure
-from aligned_llm.sweep.records import SweepResult
-from aligned_llm.sweep.runner import SweepRun, start_sweep
-from aligned_llm.sweep.scoring import PrincipleGain
+from aligned_llm.sweeps.checkers import CHECKER_FACTORIES, checker_from_spec
+from aligned_llm.sweeps.grid import SYMBOLS
+from aligned_llm.sweeps.plot import sweep_figure
+from aligned_llm.sweeps.records import SweepResult
+from aligned_llm.sweeps.runner import SweepRun, start_sweep
+from aligned_llm.sweeps.scoring import PrincipleGain
 from aligned_llm.token_view import token_html
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class SweepView:
     ``load_button``, ``plot``, ``answers``); :meth:`run`, :meth:`stop`, :meth:`wait`,
     :meth:`select` and :meth:`load` do what the buttons and the list do, and :meth:`show`
     displays a sweep run in code. ``result`` holds the
-    last :class:`~aligned_llm.sweep.records.SweepResult` and ``state`` how the last run ended.
+    last :class:`~aligned_llm.sweeps.records.SweepResult` and ``state`` how the last run ended.
     """
 
     def __init__(self, panel: TuningPanel, widgets: Any, prompts: list[str]) -> None:
