@@ -158,3 +158,15 @@ def test_a_bad_sweep_is_refused_before_the_model_loads(flags, parameter, prompts
     line = _one_line_error(capsys) if code == 2 else ""
     assert code == 2 and parameter in line and "no-such-model" not in line, line
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_sweep_without_a_checker_scores_with_the_principle_gain_proxy(tiny_dir, prompts_file, tmp_path, capsys):
+    out = tmp_path / "proxy.jsonl"
+    code = main(["sweep", str(prompts_file), "--model", str(tiny_dir), "--principle", "Be brief.", "--beta", "1",
+                 "--baselines", "", "--max-new-tokens", "4", "--out", str(out),
+                 "--plot", str(tmp_path / "p.png")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["label"] for row in rows] == ["opad β=1", "opad β=1"]
+    assert all(isinstance(row["adherence"], float) and row["adherence"] not in (0.0, 1.0) for row in rows)
+    assert (tmp_path / "p.png").exists() and "principle gain (model)" in capsys.readouterr().out

@@ -73,7 +73,7 @@ def test_points_share_the_running_batch(tiny_llm, monkeypatch):
     """All points are submitted before any finishes, so they decode in the same forwards."""
     spy = SubmitSpy(tiny_llm, monkeypatch)
     sweep(tiny_llm, PROMPTS, {"beta": [0.5, 1.0, 2.0], "opad_window": ["reference", 1]}, method="opad",
-          principle=PRINCIPLE, adherence=checkers.lowercase(), max_new_tokens=40)  # fmt: skip
+          principle=PRINCIPLE, adherence=checkers.lowercase(), max_new_tokens=120)  # fmt: skip
     assert len(spy.calls) == 6
     assert not spy.finished_before_a_submit, "a point finished before the others were submitted"
 
