@@ -3,7 +3,8 @@
 The plain model is the policy as loaded, decoding nothing but the user's conversation (no
 principle, no profile, no method): the same row vanilla decoding reads. An answer's tokens
 (every token the model produced, the end-of-turn one included) are scored by teacher forcing,
-in padded batches, under the model's lock like any decoding forward.
+in left-padded batches (explicit positions, so padding changes nothing) that compute logits
+for the answer positions only, under the model's lock like any decoding forward.
 """
 
 from __future__ import annotations
@@ -50,19 +51,30 @@ def answer_logprobs(
         chunk = scored[start : start + SCORING_BATCH]
         sequences = [list(contexts[i]) + list(answers[i]) for i in chunk]
         width = max(len(sequence) for sequence in sequences)
+        keep = max(len(answers[i]) for i in chunk) + 1  # the positions that predict answer tokens, and one more
         ids = torch.zeros((len(chunk), width), dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, sequence in enumerate(sequences):  # right-padded: real positions stay 0..n-1
-            ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, : len(sequence)] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
+        for row, sequence in enumerate(sequences):  # left-padded: every answer ends at the last position
+            ids[row, width - len(sequence) :] = torch.tensor(sequence)
+            mask[row, width - len(sequence) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = ids.to(model.device), mask.to(model.device), positions.to(model.device)
         with model_lock(model), torch.inference_mode(), adapter_routing(model, [None] * len(chunk)) as kwargs:
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs).logits
-        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+            logits = _last_logits(model, keep, input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
+        targets = ids[:, width - keep + 1 :]
+        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, targets[..., None])[..., 0]
         for row, i in enumerate(chunk):
-            first, count = len(contexts[i]), len(answers[i])
-            means[i] = float(logprobs[row, first - 1 : first - 1 + count].mean())
+            count = len(answers[i])
+            means[i] = float(logprobs[row, keep - 1 - count :].mean())
     return means
+
+
+def _last_logits(model: torch.nn.Module, keep: int, **inputs: object) -> torch.Tensor:
+    """The logits of the last ``keep`` positions; only those are computed when the model takes ``logits_to_keep``."""
+    try:
+        return model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    except TypeError:  # a model class without logits_to_keep: compute them all
+        return model(**inputs, use_cache=False).logits[:, -keep:]
 
 
 def perplexity(mean_logprob: float) -> float:
