@@ -15,7 +15,7 @@ DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
 # integration packages (integrations/*/pyproject.toml), installed editable with their `test` extra
 INTEGRATIONS := $(patsubst %/pyproject.toml,%,$(wildcard integrations/*/pyproject.toml))
 
-.PHONY: demo serve test lint bench bench-quality bench-tools bench-serve clean
+.PHONY: demo serve test lint bench bench-quality bench-tools bench-serve bench-sweep clean
 
 $(STAMP): pyproject.toml Makefile $(wildcard integrations/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench-tools: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/serve.py --out docs/results/serve
+
+bench-sweep: $(STAMP)
+	@# one torch thread: on a shared 2-core CPU two threads thrash (docs/results.md)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/sweep.py --out docs/results/sweep
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/sweep.py --validate-proxy docs/results/sweep
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -22,6 +22,7 @@ from aligned_llm.result import GenerationResult, StreamDelta, TokenTrace, ToolCa
 from aligned_llm.settings import DecodeSettings, check_setting, setting_names
 from aligned_llm.setup import ModelSetup
 from aligned_llm.spec import ModelSpec
+from aligned_llm.sweeps import PrincipleGain, SweepResult, SweepRun, SweepScoringError, start_sweep, sweep
 
 if TYPE_CHECKING:
     from aligned_llm.server import create_app
@@ -58,10 +59,14 @@ __all__ = [
     "ModelSpec",
     "NonFiniteLogitsError",
     "Parameter",
+    "PrincipleGain",
     "PromptTooLongError",
     "RowSpec",
     "StepScores",
     "StreamDelta",
+    "SweepResult",
+    "SweepRun",
+    "SweepScoringError",
     "TokenTrace",
     "ToolCall",
     "ToolCallDelta",
@@ -74,6 +79,8 @@ __all__ = [
     "registered_methods",
     "setting_names",
     "signal_figure",
+    "start_sweep",
+    "sweep",
     "token_html",
 ]
 

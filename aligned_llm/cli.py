@@ -1,4 +1,4 @@
-"""The ``aligned-llm`` command: generate, compare methods side by side, build preference pairs, or serve."""
+"""The ``aligned-llm`` command: generate, compare, sweep settings, build preference pairs, or serve."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from aligned_llm.parameters import Parameter
 from aligned_llm.registry import method_parameters, registered_methods
 from aligned_llm.settings import DecodeSettings
 from aligned_llm.spec import ModelSpec
+from aligned_llm.sweeps.command import add_sweep_command, check_sweep_arguments, run_sweep_command
 
 SETTING_FLAGS_SKIPPED = frozenset(
     {"method", "trace", "tools", "tool_choice", "parallel_tool_calls", "response_format", "constrained",
@@ -63,6 +64,12 @@ def _parse_with(*declarations: Parameter) -> Callable[[str], Any]:
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per common setting and per registered method parameter, help and checks from the registry."""
+    add_common_flags(parser)
+    _add_method_flags(parser)
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per common setting (guidance, length, sampling, stop), help and checks from the registry."""
     for parameter in COMMON_PARAMETERS:
         if parameter.name in SETTING_FLAGS_SKIPPED:
             continue
@@ -74,6 +81,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 _flag(parameter.name), type=_parse_with(parameter), help=f"{parameter.help} ({parameter.allowed()})"
             )
+
+
+def _add_method_flags(parser: argparse.ArgumentParser) -> None:
     for name, declarations in method_parameters().items():
         helps = "; ".join(
             f"{method}: {parameter.help} (default {parameter.default!r})" for method, parameter in declarations
@@ -128,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     pairs.add_argument("--replicas", type=int, default=1, help="with --ray: how many model replicas decode at once")
     pairs.add_argument("--ray-address", help="with --ray: a running cluster ('auto', ray://…); default: a local Ray")
     _add_serve_command(commands)
+    add_sweep_command(commands, add_common_flags)
     return parser
 
 
@@ -341,6 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             _serve(args)
+            return 0
+        if args.command == "sweep":
+            prompts = _read_prompts(args.prompts)
+            _check_output(args.out)
+            sweep_arguments = check_sweep_arguments(args)
+            run_sweep_command(args, prompts, sweep_arguments, _load(args, console), console)
             return 0
         if args.command == "pairs":
             prompts = _read_prompts(args.prompts)

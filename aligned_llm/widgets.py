@@ -42,6 +42,9 @@ Baseline = Literal["vanilla", "direct", "none"]
 SYMBOLS: dict[str, str] = {"beta": "β", "rho": "ρ", "alpha": "α"}
 """Greek letters for the built-in methods' parameter labels; other parameters show their name."""
 
+SWEEP_PROMPTS = ("Name three rivers.", "Why is the sky blue?")
+"""Prompts the sweep view starts with, after the panel's own prompt."""
+
 _UPDATE_EVERY_S = 0.05
 """Streamed text and the tokens/s note are redrawn at most this often (plus once at the end)."""
 
@@ -76,7 +79,29 @@ def _control(widgets: Any, name: str, declarations: list[tuple[str, Parameter]],
     low, high = parameter.ui_range or (parameter.minimum or 0, max(10 * (parameter.default or 1), 1))
     if parameter.type is int:
         return widgets.IntSlider(value=parameter.default, min=int(low), max=int(high), **options)
-    return widgets.FloatSlider(value=parameter.default, min=low, max=high, step=(high - low) / 100, **options)
+    step = slider_step(low, high, parameter.default)
+    return widgets.FloatSlider(value=parameter.default, min=low, max=high, step=step, **options)
+
+
+def slider_step(low: float, high: float, default: float | None) -> float:
+    """The coarsest 1-2-5 step (at least 50 positions) whose grid, from ``low``, holds ``default`` and ``high``.
+
+    A slider shows and sets ``low + n·step`` only, so the default must lie on that grid
+    (β from 0.05 to 5 gets 0.05: 0.5 and the default 1.0 are positions, not 0.4955 and 0.99).
+    """
+    span = high - low
+    anchors = [value for value in (low, default, high) if value is not None]
+    for exponent in range(3, -7, -1):
+        for mantissa in (5, 2, 1):
+            step = round(mantissa * 10.0**exponent, 10)
+            if span / step >= 50 and all(_on_grid(value, step) for value in anchors):
+                return step
+    return span / 100
+
+
+def _on_grid(value: float, step: float) -> bool:
+    ratio = value / step
+    return abs(ratio - round(ratio)) < 1e-9
 
 
 @dataclass
@@ -190,12 +215,17 @@ class TuningPanel:
         ])  # fmt: skip
         for column in outputs.children:
             column.children[1].layout.width = "100%"
+        from aligned_llm.sweeps.panel import SweepView
+
+        self.sweep = SweepView(self, widgets, [prompt, *(p for p in SWEEP_PROMPTS if p != prompt)])
+        """The sweep view: a grid over the method's parameters on several prompts, its plot and points."""
+        self.sweep_section = widgets.Accordion(children=[self.sweep.widget], titles=("Sweep: try a grid of settings",))
         self.widget = widgets.VBox([
             widgets.HTML(f"<b>aligned-llm</b> · {html.escape(str(llm.name))}"),
             widgets.HBox([sliders, sampling]),
             self.prompt, self.principle, self.profile,
             widgets.HBox([self.generate_button, self.stop_button, self.status]),
-            self.error, outputs, self.plot,
+            self.error, outputs, self.plot, self.sweep_section,
         ])  # fmt: skip
         self._on_settings_change()
 

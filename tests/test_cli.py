@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -121,3 +122,51 @@ def test_an_unexpected_error_is_one_line_with_a_way_to_see_more(tiny_dir, capsys
     monkeypatch.setenv("ALIGNED_LLM_DEBUG", "1")
     with pytest.raises(RuntimeError, match="something deep"):
         main(["generate", "Hi", "--model", str(tiny_dir)])
+
+
+def test_sweep_writes_one_record_per_point_and_prompt_and_a_plot(tiny_dir, prompts_file, tmp_path, capsys):
+    out = tmp_path / "sweep.jsonl"
+    code = main(["sweep", str(prompts_file), "--model", str(tiny_dir), "--method", "opad", "--principle", "Be brief.",
+                 "--beta", "0.5,2", "--max-new-tokens", "6", "--check", "max-words:5", "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(row["label"], row["prompt_index"]) for row in rows] == [
+        ("opad β=0.5", 0), ("opad β=0.5", 1), ("opad β=2", 0), ("opad β=2", 1),
+        ("direct prompting", 0), ("direct prompting", 1),
+    ]  # fmt: skip
+    expected = AlignedLLM.from_pretrained(tiny_dir).generate(
+        ["Tell me about the moon.", "Name a river."], method="opad", principle="Be brief.", beta=2.0, max_new_tokens=6
+    )
+    assert [row["text"] for row in rows[2:4]] == [result.text for result in expected]
+    assert all(row["adherence"] in (0.0, 1.0) and row["perplexity"] > 1 for row in rows)
+    assert (tmp_path / "sweep.png").read_bytes().startswith(b"\x89PNG")
+    printed = capsys.readouterr()
+    assert "opad β=0.5" in printed.out and "6 records written" in printed.err
+
+
+@pytest.mark.parametrize(
+    ("flags", "parameter"),
+    [(["--beta", "-1"], "beta"), (["--beta", "0.5,,1"], "beta"), (["--beta", "x"], "beta"), ([], "grid"),
+     (["--rho", "1,2"], "rho"), (["--beta", "1", "--check", "shouting"], "--check"),
+     (["--beta", "1", "--baselines", "oracle"], "--baselines")],
+    ids=["negative", "empty-value", "not-a-number", "no-grid", "other-method", "bad-check", "bad-baseline"],
+)  # fmt: skip
+def test_a_bad_sweep_is_refused_before_the_model_loads(flags, parameter, prompts_file, tmp_path, capsys):
+    argv = ["sweep", str(prompts_file), "--model", str(tmp_path / "no-such-model"), "--method", "opad",
+            "--principle", "p", "--out", str(tmp_path / "o.jsonl"), *flags]  # fmt: skip
+    code = main(argv)
+    line = _one_line_error(capsys) if code == 2 else ""
+    assert code == 2 and parameter in line and "no-such-model" not in line, line
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_sweep_without_a_checker_scores_with_the_principle_gain_proxy(tiny_dir, prompts_file, tmp_path, capsys):
+    out = tmp_path / "proxy.jsonl"
+    code = main(["sweep", str(prompts_file), "--model", str(tiny_dir), "--principle", "Be brief.", "--beta", "1",
+                 "--baselines", "", "--max-new-tokens", "4", "--out", str(out),
+                 "--plot", str(tmp_path / "p.png")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["label"] for row in rows] == ["opad β=1", "opad β=1"]
+    assert all(isinstance(row["adherence"], float) and row["adherence"] not in (0.0, 1.0) for row in rows)
+    assert (tmp_path / "p.png").exists() and "principle gain (model)" in capsys.readouterr().out
