@@ -120,7 +120,11 @@ TOOLS = Parameter(
 TOOL_CHOICE = Parameter(
     "tool_choice", str, "auto", "'auto', 'none', 'required', or one tool by name", check=check_tool_choice
 )
-PARALLEL_TOOL_CALLS = Parameter("parallel_tool_calls", bool, True, "whether an answer may hold several tool calls")
+PARALLEL_TOOL_CALLS = Parameter(
+    "parallel_tool_calls", bool, None,
+    "whether an answer may hold several tool calls (None: the format's own default, one call in the generic format)",
+    optional=True,
+)  # fmt: skip
 RESPONSE_FORMAT = Parameter(
     "response_format", str, None, "{'type': 'json_object'}, a json_schema dict or a pydantic class",
     check=normalize_response_format,
@@ -138,8 +142,8 @@ TOOL_FORMAT = Parameter(
     "tool_format", str, None, "how tool calls are written: None detects the chat template's own format",
     choices=TOOL_FORMATS, optional=True,
 )  # fmt: skip
-DEFAULT_TOOL_CALL_BIAS = -1.5
-"""Chosen by measurement on BFCL (docs/results.md): see ``answer.formats.generic``."""
+DEFAULT_TOOL_CALL_BIAS = -0.25
+"""Chosen by measurement on BFCL and the agent benchmark (docs/results.md#deciding-to-call)."""
 TOOL_CALL_BIAS = Parameter(
     "tool_call_bias", float, DEFAULT_TOOL_CALL_BIAS,
     "log-odds added to calling a tool in the generic format's calibrated decision (higher: calls more often)",

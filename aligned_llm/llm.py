@@ -382,7 +382,8 @@ class AlignedLLM:
         plan = plan or self.answer_plan(settings)
         requests = []
         window = self.context_window
-        constraint = self._constraint(plan, settings.max_new_tokens)
+        decision_row = next((index for index, row in enumerate(decoding.rows) if not row.guided), 0)
+        constraint = self._constraint(plan, settings.max_new_tokens, decision_row)
         for index, conversation in enumerate(conversations):
             rows = self.encode_rows(conversation, settings, decoding, plan)
             longest = max(len(ids) for ids in rows)
@@ -400,14 +401,14 @@ class AlignedLLM:
             requests.append(request)
         return requests
 
-    def _constraint(self, plan: AnswerPlan, max_new_tokens: int) -> Constraint | None:
+    def _constraint(self, plan: AnswerPlan, max_new_tokens: int, decision_row: int = 0) -> Constraint | None:
         """The grammar and rules of ``plan`` for this tokenizer (compiled once, cached)."""
         if plan.spec.is_free_text and not plan.is_prose:
             return None
         head = self.model.get_output_embeddings()
         vocab_size = int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
         grammars = grammars_for(self.tokenizer, vocab_size, sorted(self._engine.stop_token_ids))
-        return plan.constraint(grammars, self.tokenizer, max_new_tokens)
+        return plan.constraint(grammars, self.tokenizer, max_new_tokens, decision_row)
 
     def _register(self, cancel: threading.Event) -> None:
         """Let :meth:`cancel` reach a generation until it finishes."""

@@ -96,3 +96,15 @@ def test_no_second_call_starts_when_it_could_not_finish(tiny_wide_llm):
     assert parallel.finish_reason == "tool_calls", "it ended instead of starting a call it could not finish"
     assert [c.arguments for c in parallel.tool_calls] == [c.arguments for c in single.tool_calls]
     assert parallel.text == "" and len(parallel.token_ids) < budget
+
+
+def test_under_opad_the_model_without_the_principle_decides(tiny_wide_llm):
+    plain = tiny_wide_llm.generate(PROMPT, tools=[WEATHER], tool_call_bias=50.0, max_new_tokens=3)
+    guided = tiny_wide_llm.generate(
+        PROMPT, tools=[WEATHER], tool_call_bias=50.0, max_new_tokens=3, method="opad", principle="Talk like a pirate."
+    )
+    direct = tiny_wide_llm.generate(
+        PROMPT, tools=[WEATHER], tool_call_bias=50.0, max_new_tokens=3, principle="Talk like a pirate."
+    )
+    assert abs(guided.call_log_odds - plain.call_log_odds) < 1e-4
+    assert abs(direct.call_log_odds - plain.call_log_odds) > 1e-3, "direct prompting has only the guided row"

@@ -13,8 +13,9 @@ cannot rewrite argument values.
 Three rules beyond the grammar:
 
 - **the calibrated decision** (``generic`` format, ``"auto"``): at the token that chooses
-  between the call branch and the answer branch, the first row's log-probability mass of each
-  branch's tokens is compared, the call branch's raised by ``tool_call_bias``; the losing
+  between the call branch and the answer branch, the log-probability mass of each branch's
+  tokens under the first unguided row (the model without the principle; the first row when
+  all are guided) is compared, the call branch's raised by ``tool_call_bias``; the losing
   branch's tokens are masked;
 - **no call that cannot finish**: once a call is complete, no further call is started when
   fewer than ``min_call_tokens`` tokens of ``max_new_tokens`` are left;
@@ -67,6 +68,12 @@ class Decision:
     call_tokens: dict[bytes, torch.Tensor]
     answer_tokens: dict[bytes, torch.Tensor]
     bias: float
+    opening_token: int | None = None
+    """The token that writes ``{"`` whole, when the vocabulary has one: the answer opens with it, so the decision is
+    always taken at the same point whatever the method scores."""
+    row: int = 0
+    """The row whose log-probs decide: the method's first row without guidance (the model's own choice, not the
+    principle's), or its first row when every row is guided."""
 
 
 @dataclass(frozen=True)
@@ -267,9 +274,13 @@ def _apply_rules(masked: torch.Tensor, logits: torch.Tensor, rows: torch.Tensor,
     """The calibrated decision and the call budget, on the grammar-masked scores."""
     for slot, state in enumerate(states):
         decision = state.constraint.decision
-        if state.deciding and decision is not None:
+        if state.deciding and decision is not None and not state.written and decision.opening_token is not None:
+            keep = masked[slot, decision.opening_token].clone()
+            masked[slot].fill_(float("-inf"))
+            masked[slot, decision.opening_token] = keep
+        elif state.deciding and decision is not None:
             written = state.written
-            plain = torch.log_softmax(logits[rows[slot], 0].float(), dim=-1).cpu()
+            plain = torch.log_softmax(logits[rows[slot], decision.row].float(), dim=-1).cpu()
             allowed = torch.isfinite(masked[slot]).cpu()
             vocab = plain.shape[-1]
             call = decision.call_tokens[written][:vocab] & allowed

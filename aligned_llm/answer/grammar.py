@@ -53,17 +53,18 @@ def structural_tag(spec: AnswerSpec, fmt: ToolFormat | None) -> Any:
     if spec.calls_tools and fmt is None:
         raise ValueError("an answer with tools needs a tool format")
     tools = spec.callable_tools
+    parallel = spec.parallel if spec.parallel is not None or fmt is None else fmt.parallel
     answer: Any
     if spec.response is not None:
         answer = st.JSONSchemaFormat(json_schema=spec.response.grammar_schema, max_whitespace_cnt=JSON_WHITESPACE)
         if spec.calls_tools and spec.choice.mode == "auto":
-            answer = st.OrFormat(elements=[answer, fmt.calls(tools, spec.parallel)])
+            answer = st.OrFormat(elements=[answer, fmt.calls(tools, parallel)])
         elif spec.calls_tools:
-            answer = fmt.calls(tools, spec.parallel)
+            answer = fmt.calls(tools, parallel)
     elif spec.choice.mode == "auto":
-        answer = fmt.auto(tools, spec.parallel)
+        answer = fmt.auto(tools, parallel)
     else:
-        answer = fmt.calls(tools, spec.parallel)
+        answer = fmt.calls(tools, parallel)
     return st.StructuralTag(format=answer)
 
 
@@ -153,7 +154,9 @@ class Grammars:
                 answers = {
                     written: committing_tokens(self.token_bytes, written, ANSWER_OPENING) for written in DECISION_POINTS
                 }
-                self._decision = Decision(points, answers, 0.0)
+                prefix = DECISION_POINTS[-1]
+                opening = next((token for token, piece in enumerate(self.token_bytes) if piece == prefix), None)
+                self._decision = Decision(points, answers, 0.0, opening)
             return replace(self._decision, bias=bias)
 
     def tokens_starting(self, text: str) -> torch.Tensor:

@@ -61,8 +61,13 @@ class AnswerPlan:
             return None
         return replace(self, is_prose=True)
 
-    def constraint(self, grammars: Grammars, tokenizer: Any, max_new_tokens: int) -> Constraint | None:
-        """The grammar and rules the engine applies (compiled once, cached); ``None`` for free text."""
+    def constraint(
+        self, grammars: Grammars, tokenizer: Any, max_new_tokens: int, decision_row: int = 0
+    ) -> Constraint | None:
+        """The grammar and rules the engine applies (compiled once, cached); ``None`` for free text.
+
+        ``decision_row``: the method's row whose log-probs take the calibrated decision.
+        """
         spec, fmt = self.spec, self.fmt
         if self.is_prose:
             if not spec.constrained or fmt is None or not fmt.excludes():
@@ -81,7 +86,7 @@ class AnswerPlan:
             token_bytes=grammars.token_bytes,
             fmt=calls_fmt,
             tools=spec.callable_tools,
-            decision=grammars.decision(spec.tool_call_bias) if decides else None,
+            decision=replace(grammars.decision(spec.tool_call_bias), row=decision_row) if decides else None,
             separator_tokens=None
             if calls_fmt is None
             else grammars.tokens_starting(calls_fmt.separator.strip() or calls_fmt.separator),

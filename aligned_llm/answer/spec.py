@@ -105,7 +105,8 @@ class AnswerSpec:
 
     tools: tuple[ToolSpec, ...] = ()
     choice: ToolChoice = field(default_factory=ToolChoice)
-    parallel: bool = True
+    parallel: bool | None = None
+    """Several calls per answer; ``None``: the tool format's own default (:attr:`ToolFormat.parallel`)."""
     response: ResponseFormat | None = None
     constrained: bool = True
     alignment: ConstrainedAlignment = DEFAULT_CONSTRAINED_ALIGNMENT
@@ -272,7 +273,7 @@ def _model_schema(model: Any) -> dict[str, Any]:
 def answer_spec(
     tools: tuple[ToolSpec, ...],
     tool_choice: str | Mapping[str, Any],
-    parallel: bool,
+    parallel: bool | None,
     response: ResponseFormat | None,
     *,
     constrained: bool = True,

@@ -98,6 +98,8 @@ class ToolFormat(ABC):
     """Whether models of the family are trained on it (their chat template renders tools)."""
     decides: ClassVar[bool] = False
     """Whether an ``"auto"`` answer starts with the calibrated decision to call or answer (:mod:`.generic`)."""
+    parallel: ClassVar[bool] = True
+    """Several calls per answer when ``parallel_tool_calls`` is not given (what the family's models are trained on)."""
     separator: ClassVar[str] = "\n"
     """What the grammar writes between two calls."""
     call_object: ClassVar[str | None] = None

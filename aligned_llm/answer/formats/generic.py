@@ -8,6 +8,8 @@ token the model's own log-probability of the call branch, plus ``tool_call_bias`
 with that of the answer branch (forced to choose, a small model leans to calling, measured in
 docs/results.md). When it answers, the ``{"response"`` opening is not the answer: the prose is
 decoded afresh, steered by the method, from the conversation without the tool listing.
+Unless ``parallel_tool_calls=True`` is given, an answer holds one call (the bundled model,
+allowed more, adds calls nobody asked for; an agent calls again after the result).
 
 Past calls and their results are folded into the user message they answer ("Tool results:"
 and one line per call), which the bundled model reads as context and answers from.
@@ -111,6 +113,7 @@ class GenericFormat(ToolFormat):
     open_in_body = True
     native = False
     decides = True
+    parallel = False
 
     @classmethod
     def matches(cls, template: str) -> bool:
