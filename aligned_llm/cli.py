@@ -151,32 +151,61 @@ def _add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--device", help="cpu, cuda, cuda:1, … (default: CUDA when available)")
     serve.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="TCP port, 0 to 65535 (0: any free port)")
     serve.add_argument(
-        "--api-key", default=os.environ.get("ALIGNED_LLM_API_KEY"),
-        help="require 'Authorization: Bearer KEY' on /v1 (default: $ALIGNED_LLM_API_KEY; none when unset)",
-    )  # fmt: skip
+        "--api-key",
+        help="require 'Authorization: Bearer KEY' on /v1; a non-empty key (default: $ALIGNED_LLM_API_KEY; "
+        "no authentication when neither is set)",
+    )
     serve.add_argument("--served-model-name", help="the name clients send as 'model' (default: the model's)")
     serve.add_argument("--max-queue", type=int, default=64, help="requests in flight beyond which new ones get 503")
-    serve.add_argument("--retry-after", type=int, default=1, help="seconds a 503 tells the client to wait")
+    serve.add_argument("--retry-after", type=int, default=1, help="seconds (>= 0) a 503 tells the client to wait")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--ray", action="store_true", help="run as Ray Serve replicas behind Ray's HTTP proxy")
-    serve.add_argument("--replicas", type=int, default=1, help="with --ray: how many replicas (one model each)")
+    serve.add_argument("--replicas", type=int, help="with --ray: how many replicas (one model each; default 1)")
     serve.add_argument("--num-cpus", type=float, help="with --ray: CPUs reserved per replica")
     serve.add_argument("--num-gpus", type=float, help="with --ray: GPUs per replica (e.g. 1: one model per GPU)")
     serve.add_argument("--ray-address", help="with --ray: a running cluster ('auto', ray://…); default: a local Ray")
 
 
+RAY_ONLY_FLAGS = ("replicas", "num_cpus", "num_gpus", "ray_address")
+"""``serve`` flags that mean something only with ``--ray``; given without it they are an error, not ignored."""
+
+
+def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``serve``'s server options, all checked before any model loads; an error names the flag (or variable)."""
+    from aligned_llm.server.options import PORT, check_app_options, check_ray_options
+
+    from_environment = args.api_key is None and "ALIGNED_LLM_API_KEY" in os.environ
+    api_key = os.environ["ALIGNED_LLM_API_KEY"] if from_environment else args.api_key
+    options = {"api_key": api_key, "max_queue": args.max_queue, "retry_after": args.retry_after}
+    if args.served_model_name is not None:
+        options["served_model_name"] = args.served_model_name
+    names = {"api_key": "$ALIGNED_LLM_API_KEY" if from_environment else "--api-key"}
+    try:
+        PORT.validate(args.port)
+        check_ray_options(replicas=1 if args.replicas is None else args.replicas, num_cpus=args.num_cpus,
+                          num_gpus=args.num_gpus)  # fmt: skip
+        check_app_options(**options)
+    except InvalidSettingError as error:
+        flag = names.get(error.parameter, _flag(error.parameter))
+        raise InvalidSettingError(flag, str(error).split(": ", 1)[1]) from None
+    given = [name for name in RAY_ONLY_FLAGS if getattr(args, name) is not None]
+    if given and not args.ray:
+        raise InvalidSettingError(
+            _flag(given[0]), "applies only with --ray (Ray Serve replicas); add --ray or leave it out"
+        )
+    return options
+
+
 def _serve(args: argparse.Namespace) -> None:
+    options = _serve_options(args)
     from aligned_llm.server.run import run_http, run_ray
 
     spec = ModelSpec(model=args.model, adapter=args.adapter, reference=args.reference, device=args.device,
                      dtype=args.dtype)  # fmt: skip
-    options = {"api_key": args.api_key, "max_queue": args.max_queue, "retry_after": args.retry_after}
-    if args.served_model_name:
-        options["served_model_name"] = args.served_model_name
     if args.ray:
-        run_ray(spec, host=args.host, port=args.port, replicas=args.replicas, address=args.ray_address,
+        run_ray(spec, host=args.host, port=args.port, replicas=args.replicas or 1, address=args.ray_address,
                 num_cpus=args.num_cpus, num_gpus=args.num_gpus, **options)  # fmt: skip
     else:
         run_http(spec, host=args.host, port=args.port, log_level=args.log_level, **options)

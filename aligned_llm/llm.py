@@ -32,6 +32,7 @@ from aligned_llm.loading import (
     resolve_dtype,
 )
 from aligned_llm.methods import DecodingMethod
+from aligned_llm.parameters import Parameter
 from aligned_llm.prompts import ChatFormat, Conversation, Prompt, normalize_prompts
 from aligned_llm.registry import registered_methods
 from aligned_llm.result import GenerationResult
@@ -43,6 +44,9 @@ from aligned_llm.setup import ADAPTERS_OFF, DPO_ADAPTER, POLICY, REFERENCE, REWA
 ModelSource = Union[str, os.PathLike[str], "AlignedLLM"]
 Batching = Literal["continuous", "per-call"]
 BATCHING_MODES: tuple[Batching, ...] = ("continuous", "per-call")
+CLOSE_TIMEOUT = Parameter(
+    "timeout", float, None, "seconds close() waits for the batch thread (None: until it stops)", minimum=0.0
+)
 
 __all__ = ["AlignedLLM", "Generation", "GenerationStream"]
 
@@ -316,8 +320,11 @@ class AlignedLLM:
     def close(self, timeout: float | None = None) -> None:
         """Cancel every generation in progress and wait (up to ``timeout`` s) until the batch thread has stopped.
 
-        The instance stays usable: the next generation starts the thread again.
+        The instance stays usable: the next generation starts the thread again. ``timeout`` is
+        ``None`` (wait as long as it takes) or a finite number of seconds >= 0, checked before
+        anything is cancelled.
         """
+        timeout = CLOSE_TIMEOUT.validate(timeout)
         self.cancel()
         self._runner.join(timeout)
 

@@ -42,8 +42,20 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ACCELERATORS = ("cuda", "mps", "xpu")
-UNREADABLE_WEIGHTS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, KeyError)
-"""What torch, safetensors and transformers raise for weight files that are corrupt or of another shape."""
+UNREADABLE_WEIGHTS = (
+    SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, KeyError, IndexError,
+    UnicodeDecodeError,
+)  # fmt: skip
+"""What torch, safetensors and transformers raise for weight files that are corrupt or of another shape
+(torch's unpickler raises ``IndexError`` or ``UnicodeDecodeError`` on some garbage)."""
+PICKLED_WEIGHTS = {
+    "pytorch_model.bin": "model.safetensors",
+    "adapter_model.bin": "adapter_model.safetensors",
+    "value_head.bin": "value_head.safetensors",
+}
+"""Pickled weight files, each with the safetensors file that is read instead when both exist."""
+_LEGACY_TORCH_HEADERS = tuple(pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=p) for p in (2, 3, 4, 5))
+"""How a file of ``torch.save(..., _use_new_zipfile_serialization=False)`` starts: its magic number, pickled."""
 _temporary_conversions: dict[Path, Path] = {}
 """Bundled models converted into a temporary folder because the cache could not be written."""
 
@@ -137,12 +149,39 @@ def check_safetensors(path: Path) -> None:
         ) from error
 
 
+def check_torch_checkpoint(path: Path) -> None:
+    """Fail with :class:`ModelLoadError` unless ``path`` is a ``torch.save`` file (cheap).
+
+    That is a zip archive holding a ``data.pkl``, or a file starting with the legacy format's
+    magic number; only the zip's directory or the first bytes are read, never the tensors.
+    """
+    problem = "is not a PyTorch checkpoint: neither a torch.save zip archive nor a legacy torch.save file"
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                    raise ModelLoadError(path, "is a zip archive without data.pkl: not a PyTorch checkpoint")
+            return
+        with path.open("rb") as file:
+            head = file.read(max(len(header) for header in _LEGACY_TORCH_HEADERS))
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ModelLoadError(path, f"{problem} ({_first_line(error)}); it may be truncated") from error
+    if not head.startswith(_LEGACY_TORCH_HEADERS):
+        raise ModelLoadError(path, f"{problem}; it may be corrupt")
+
+
 def check_folder_files(folder: Path) -> None:
-    """Fail with :class:`ModelLoadError` on a JSON or safetensors file in ``folder`` that is broken (cheap)."""
+    """Fail with :class:`ModelLoadError` on a JSON, safetensors or pickled weight file in ``folder`` that is broken.
+
+    Cheap: headers only. A pickled file is checked only when no safetensors twin is read instead.
+    """
     for path in sorted(folder.glob("*.json")):
         check_json(path)
     for path in sorted(folder.glob("*.safetensors")):
         check_safetensors(path)
+    for name, twin in PICKLED_WEIGHTS.items():
+        if (folder / name).is_file() and not (folder / twin).is_file():
+            check_torch_checkpoint(folder / name)
 
 
 def _check_no_remote_code(folder: Path) -> None:
@@ -221,11 +260,11 @@ def load_pretrained(
         with quiet_loading() if options else contextlib.nullcontext():
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **options)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=False, **options)
-    except (OSError, ValueError) as error:
-        raise ModelPathError(f"could not load a causal LM from {where} {source!r}: {error}") from error
     except UNREADABLE_WEIGHTS as error:
         weights = _weight_files(local) if options else source
         raise ModelLoadError(weights, describe_unreadable(error, "the weights of this model")) from error
+    except (OSError, ValueError) as error:
+        raise ModelPathError(f"could not load a causal LM from {where} {source!r}: {error}") from error
     if adapter is not None:
         model = attach_adapter(model, adapter, name="default")
     return model.to(device).eval(), tokenizer

@@ -96,3 +96,27 @@ class Held(Vanilla):
     def reset(cls) -> None:
         cls.release.clear()
         cls.steps.clear()
+
+
+@register_method
+class Crashes(Vanilla):
+    """Vanilla decoding that fails with an internal error (not a bad setting) at its first step: a server 500."""
+
+    name: ClassVar[str] = "crashes"
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def score(self, logits: torch.Tensor, state: dict, step: int) -> StepScores:
+        raise RuntimeError("an internal error of the test method")
+
+
+@contextmanager
+def counting_forwards(llm: object) -> Iterator[list[int]]:
+    """Counts the forwards of ``llm.model`` while the block runs: ``[count]``."""
+    forwards = [0]
+    handle = llm.model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+    try:
+        yield forwards
+    finally:
+        handle.remove()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -416,3 +417,16 @@ def test_a_burst_is_prefilled_in_parts_and_the_first_parts_decode_meanwhile(tiny
     assert [forwards.shapes[held + index][0] for index in prefills] == [2, 2, 1]
     between = forwards.shapes[held + prefills[0] : held + prefills[-1]]
     assert (3, 1) in between, "the first two newcomers decode with the running request before the last is prefilled"
+
+
+@pytest.mark.parametrize("timeout", ["x", -1, math.nan, math.inf, True], ids=["text", "negative", "nan", "inf", "bool"])
+def test_close_refuses_a_bad_timeout_and_cancels_nothing(tiny_llm, timeout):
+    llm = AlignedLLM(tiny_llm.model, tiny_llm.tokenizer)
+    stream = llm.stream(LONG, max_new_tokens=16)
+    next(stream)
+    with pytest.raises(InvalidSettingError, match=r"^timeout: must be a finite number >= 0, got "):
+        llm.close(timeout=timeout)
+    list(stream)
+    assert stream.result.finish_reason in ("length", "stop"), "the refused close cancelled the stream"
+    llm.close(timeout=30.0)
+    assert not llm._runner.running

@@ -4,22 +4,78 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
 
 from aligned_llm import AlignedLLM, InvalidSettingError, ModelLoadError, ModelPathError
 from aligned_llm.testing import save_tiny_lora
 from tests.faults import ADAPTER_FAULTS, MODEL_FAULTS, ask_to_run_code
 
+STACK_UNDERFLOW = b"\x80\x02aR2h\x000"
+"""A pickle that makes torch's weights-only unpickler raise a raw ``IndexError`` (pop from an empty stack)."""
+LEGACY_HEADER = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+"""How a legacy ``torch.save`` file starts: past it, a file is only found broken while its tensors are read."""
+
+
+def zip_checkpoint(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
 
 @pytest.fixture
 def model_copy(tiny_dir, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_dir, tmp_path / "model"))
+
+
+GARBAGE_PICKLES: dict[str, tuple[bytes, bool]] = {
+    "issue 23's bytes": (b"\x80\x02garbage" * 100, True),
+    "empty": (b"", True),
+    "text": (b"hello world", True),
+    "a bare pickle stack underflow": (STACK_UNDERFLOW, True),
+    "a zip without data.pkl": (zip_checkpoint({"archive/readme.txt": b"hi"}), True),
+    "a truncated zip": (zip_checkpoint({"archive/data.pkl": b"x" * 4000})[:3000], True),
+    "a legacy header, then a stack underflow": (LEGACY_HEADER + STACK_UNDERFLOW, False),
+    "a zip whose data.pkl underflows": (zip_checkpoint({"archive/data.pkl": STACK_UNDERFLOW}), False),
+}
+"""Garbage ``pytorch_model.bin`` contents, and whether the header check refuses them before transformers runs."""
+
+
+@pytest.mark.parametrize("fault", sorted(GARBAGE_PICKLES))
+def test_a_garbage_pytorch_model_bin_is_named(model_copy, fault, monkeypatch):
+    """Whatever torch's unpickler would raise, the error is ModelLoadError naming the file; a bad header is
+    refused before transformers builds any model."""
+    content, refused_by_header = GARBAGE_PICKLES[fault]
+    (model_copy / "model.safetensors").unlink()
+    (model_copy / "pytorch_model.bin").write_bytes(content)
+    built = []
+    original = AutoModelForCausalLM.from_pretrained.__func__
+    monkeypatch.setattr(
+        AutoModelForCausalLM, "from_pretrained",
+        classmethod(lambda cls, *args, **kwargs: built.append(args) or original(cls, *args, **kwargs)),
+    )  # fmt: skip
+    with pytest.raises(ModelLoadError) as raised:
+        AlignedLLM.from_pretrained(model_copy, device="cpu")
+    assert Path(raised.value.path) == model_copy / "pytorch_model.bin"
+    assert str(model_copy / "pytorch_model.bin") in str(raised.value)
+    assert (not built) == refused_by_header
+
+
+def test_a_garbage_pytorch_model_bin_beside_safetensors_is_not_read(model_copy):
+    """transformers reads model.safetensors when both exist, so the unused .bin does not stop the load."""
+    (model_copy / "pytorch_model.bin").write_bytes(b"\x80\x02garbage" * 100)
+    llm = AlignedLLM.from_pretrained(model_copy, device="cpu")
+    assert llm.generate("Hi", max_new_tokens=2).output_tokens == 2
 
 
 @pytest.mark.parametrize("fault", sorted(MODEL_FAULTS))
@@ -75,6 +131,7 @@ def test_a_reward_adapter_for_another_shape_is_refused(tiny_dir, tmp_path, token
 VALUE_HEAD_FAULTS = {
     "garbage value_head.safetensors": ("value_head.safetensors", b"garbage"),
     "garbage value_head.bin": ("value_head.bin", b"\x80\x02garbage" * 30),
+    "value_head.bin torch's unpickler fails on": ("value_head.bin", LEGACY_HEADER + STACK_UNDERFLOW),
 }
 
 

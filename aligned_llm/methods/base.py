@@ -15,6 +15,15 @@ from aligned_llm.setup import POLICY, ModelSetup
 State = dict[str, torch.Tensor]
 """Per-request method state; every tensor has the batch (request) dimension first."""
 
+MAX_FP32_SCALE = 1e30
+"""The largest factor a built-in method multiplies a log-ratio or a logit difference by: OPAD's 1/β,
+PAD's β and linear alignment's ρ are bounded by it, so OPAD's β is at least 1e-30.
+
+fp32 scores reach 3.4e38, so a factor of 1e30 keeps the scaled term finite for differences up to
+3.4e8 (3.4e4 once divided by the smallest temperature, 1e-4), far beyond what a model's logits
+span (tens to a few hundred). A factor past 3.4e38 is not an fp32 number at all (``1e39`` and
+``1 / 1e-40`` become inf), so such a setting could only ever give infinite or NaN scores."""
+
 
 @dataclass(frozen=True)
 class RowSpec:

@@ -9,14 +9,18 @@ from typing import ClassVar
 
 import torch
 
-from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
+from aligned_llm.methods.base import MAX_FP32_SCALE, DecodingMethod, RowSpec, State, StepScores
 from aligned_llm.parameters import Parameter
 from aligned_llm.registry import register_method
 from aligned_llm.sampling import nucleus_mask
 
 RHO = Parameter(
-    "rho", float, 2.0, "linear alignment's strength ρ: score = (1 + ρ)·z_c − ρ·z_u", minimum=0.0, ui_range=(0.0, 10.0)
-)
+    "rho", float, 2.0,
+    "linear alignment's strength ρ: score = (1 + ρ)·z_c − ρ·z_u; at most 1e30, which keeps ρ·(z_c − z_u) "
+    "finite in fp32",
+    minimum=0.0, maximum=MAX_FP32_SCALE, ui_range=(0.0, 10.0),
+)  # fmt: skip
+"""ρ's upper bound is ``MAX_FP32_SCALE``: past about 3.4e38 ρ is not an fp32 number and ρ·(z_c − z_u) overflows."""
 MASK_TOP_P = Parameter(
     "mask_top_p", float, 0.8, "linear alignment keeps only the top-p nucleus of the guided distribution",
     minimum=0.0, exclusive_minimum=True, maximum=1.0, ui_range=(0.05, 1.0),

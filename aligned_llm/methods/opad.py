@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
+from aligned_llm.methods.base import MAX_FP32_SCALE, DecodingMethod, RowSpec, State, StepScores
 from aligned_llm.parameters import Parameter
 from aligned_llm.registry import register_method
 from aligned_llm.setup import ModelSetup
@@ -20,9 +20,13 @@ OpadWindow = Literal["reference", "last", 1]
 OPAD_WINDOWS: tuple[OpadWindow, ...] = ("reference", "last", 1)
 
 BETA = Parameter(
-    "beta", float, 1.0, "OPAD's strength: the reward is scaled by 1/β (larger β = weaker guidance)",
-    minimum=0.0, exclusive_minimum=True, ui_range=(0.05, 5.0),
+    "beta", float, 1.0,
+    "OPAD's strength: the reward is scaled by 1/β (larger β = weaker guidance); β >= 1e-30 keeps 1/β·reward "
+    "finite in fp32",
+    minimum=1 / MAX_FP32_SCALE, ui_range=(0.05, 5.0),
 )  # fmt: skip
+"""β's lower bound 1e-30 keeps the factor 1/β at most ``MAX_FP32_SCALE``: below about 3e-39, 1/β is not an
+fp32 number and every step's reward overflows."""
 WINDOW = Parameter(
     "opad_window", str, "reference",
     "OPAD's reward window: 'reference' (the authors' loop), 'last' (last prompt position) or 1 (this step only)",

@@ -12,15 +12,18 @@ from typing import Any, ClassVar
 import torch
 
 from aligned_llm.errors import InvalidSettingError
-from aligned_llm.methods.base import DecodingMethod, RowSpec, State, StepScores
+from aligned_llm.methods.base import MAX_FP32_SCALE, DecodingMethod, RowSpec, State, StepScores
 from aligned_llm.parameters import Parameter
 from aligned_llm.registry import register_method
 from aligned_llm.setup import ADAPTERS_OFF, REWARD, REWARD_ADAPTER, ModelSetup
 
 BETA = Parameter(
-    "beta", float, 1.0, "PAD's reward weight β (the authors' w): score = z_base + β·reward; 0 = plain decoding",
-    minimum=0.0, ui_range=(0.0, 5.0),
+    "beta", float, 1.0,
+    "PAD's reward weight β (the authors' w): score = z_base + β·reward; 0 = plain decoding; at most 1e30, "
+    "which keeps β·reward finite in fp32",
+    minimum=0.0, maximum=MAX_FP32_SCALE, ui_range=(0.0, 5.0),
 )  # fmt: skip
+"""β's upper bound is ``MAX_FP32_SCALE``: past about 3.4e38 β is not an fp32 number and β·reward overflows."""
 K = Parameter("k", int, 10, "PAD's number of candidate tokens re-scored per step", minimum=1, ui_range=(1, 50))
 PAD_BASE = Parameter(
     "pad_base", str, "profiled",

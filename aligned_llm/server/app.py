@@ -26,6 +26,7 @@ from aligned_llm.server.errors import (
     unauthorized,
 )
 from aligned_llm.server.metrics import Metrics
+from aligned_llm.server.options import DEFAULT_MAX_QUEUE, DEFAULT_RETRY_AFTER, check_app_options
 from aligned_llm.server.responses import (
     ChatChunks,
     ClientGoneError,
@@ -36,8 +37,6 @@ from aligned_llm.server.responses import (
 from aligned_llm.server.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from aligned_llm.server.translate import CoreCall, chat_call, chat_response, completion_call, completion_response
 
-DEFAULT_MAX_QUEUE = 64
-DEFAULT_RETRY_AFTER = 1
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 
@@ -55,10 +54,11 @@ def create_app(
     ``served_model_name``: the name(s) clients put in ``model`` (default ``llm.name``); any
     other name is a 404. ``api_key``: when set, ``/v1/*`` needs ``Authorization: Bearer <key>``
     (``/health`` and ``/metrics`` stay open, as in vLLM). ``max_queue``: requests in flight
-    beyond which new ones get 503 with ``Retry-After: retry_after``.
+    beyond which new ones get 503 with ``Retry-After: retry_after`` (seconds, >= 0). Every option is
+    checked first (``server/options.py``): an empty ``api_key`` or name is refused, never ignored.
     """
-    if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
-        raise InvalidSettingError("max_queue", f"must be an integer >= 1, got {max_queue!r}")
+    check_app_options(served_model_name=served_model_name, api_key=api_key, max_queue=max_queue,
+                      retry_after=retry_after)  # fmt: skip
     names = [served_model_name] if isinstance(served_model_name, str) else list(served_model_name or [llm.name])
     primary = names[0]
     metrics = Metrics(max_queue)

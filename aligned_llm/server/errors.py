@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
 from aligned_llm.server.schemas import ErrorDetail, ErrorResponse
@@ -109,7 +110,17 @@ def _validation_error(_request: Request, error: Exception) -> JSONResponse:
     param = ".".join(location) or None
     if param is None:
         return bad_request(None, f"the request body must be a JSON object: {first.get('msg')}").response()
-    return bad_request(param, f"{param}: {first.get('msg')}").response()
+    got = "" if first.get("type") == "missing" else f", got {_short_json(first.get('input'))}"
+    return bad_request(param, f"{param}: {first.get('msg')}{got}").response()
+
+
+def _short_json(value: object) -> str:
+    """A value as the client sent it (JSON), cut to 80 characters."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _unparsable(body: object) -> bool:
@@ -139,9 +150,36 @@ def _http_error(_request: Request, error: Exception) -> JSONResponse:
     return APIError(error.status_code, str(error.detail), code=code, headers=error.headers).response()
 
 
-def _unexpected(_request: Request, error: Exception) -> JSONResponse:
-    logger.exception("request failed", exc_info=error)
-    return APIError(500, f"internal error: {type(error).__name__}: {error}", type="server_error").response()
+class AnswerUnexpected:
+    """ASGI middleware: an unexpected error becomes a 500 in OpenAI's shape, and goes no further.
+
+    Starlette's own catch-all answers and then re-raises, and uvicorn closes the connection of a
+    request that raised: the client's next request on that keep-alive connection then fails with
+    "connection reset". Here the error is logged and answered, and the connection stays usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as error:
+            if started:
+                raise
+            logger.exception("request failed", exc_info=error)
+            answer = APIError(500, f"internal error: {type(error).__name__}: {error}", type="server_error")
+            await answer.response()(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -150,4 +188,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidSettingError, _setting_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(AnswerUnexpected)

@@ -14,7 +14,8 @@ from ray import serve
 from ray.serve import Application
 
 from aligned_llm.errors import InvalidSettingError
-from aligned_llm.server.app import DEFAULT_MAX_QUEUE, create_app
+from aligned_llm.server.app import create_app
+from aligned_llm.server.options import DEFAULT_MAX_QUEUE, check_app_options, check_ray_options
 from aligned_llm.spec import ModelSpec
 
 
@@ -44,8 +45,8 @@ def application(
     ``api_key``, ``max_queue``, ``retry_after``). Each replica takes up to ``max_queue``
     requests at once; Ray Serve routes new requests to the least busy replica.
     """
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-        raise InvalidSettingError("replicas", f"must be an integer >= 1, got {replicas!r}")
+    check_ray_options(replicas=replicas, num_cpus=num_cpus, num_gpus=num_gpus)
+    check_app_options(**app_options)
     options = {"served_model_name": spec.display_name, **app_options}
     actor_options = {
         name: value for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if value is not None

@@ -6,11 +6,14 @@ import signal
 import threading
 from typing import Any
 
+from aligned_llm.server.options import PORT, check_app_options, check_ray_options
 from aligned_llm.spec import ModelSpec
 
 
 def run_http(spec: ModelSpec, *, host: str, port: int, log_level: str = "info", **app_options: Any) -> None:
-    """Load the model of ``spec`` and serve it with uvicorn until interrupted."""
+    """Load the model of ``spec`` and serve it with uvicorn until interrupted; the options are checked first."""
+    PORT.validate(port)
+    check_app_options(**app_options)
     import uvicorn
 
     from aligned_llm.server.app import create_app
@@ -33,7 +36,11 @@ def run_ray(
     """Serve ``replicas`` copies behind Ray Serve's HTTP proxy on ``host:port`` until interrupted.
 
     ``address``: a running cluster (``"auto"`` or ``ray://…``); without it a local Ray starts.
+    Every option is checked before Ray starts.
     """
+    PORT.validate(port)
+    check_ray_options(replicas=replicas, num_cpus=num_cpus, num_gpus=num_gpus)
+    check_app_options(**app_options)
     import ray
     from ray import serve
 

@@ -4,6 +4,9 @@ Requests keep unknown top-level fields (``extra="allow"``): that is where OpenAI
 ``extra_body``, and where the alignment settings (``method``, ``principle``, ``beta``, …)
 arrive; the translator checks them against the settings registry. Fields OpenAI defines but
 this server cannot honour are declared so that a non-default value is refused by name.
+
+Request fields are validated strictly, as OpenAI's API does: ``"5"``, ``4.0`` or ``true`` is not
+an integer, ``"0.5"`` is not a number, ``"yes"`` is not a boolean (an integer is a number).
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+STRICT_REQUEST = ConfigDict(extra="allow", strict=True)
+"""Request bodies: unknown fields kept for the translator, declared fields of exactly their JSON type."""
+
 
 class StreamOptions(BaseModel):
     """``include_usage``: send a last chunk with the token counts (and ``usage: null`` before it)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT_REQUEST
 
     include_usage: bool = False
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT_REQUEST
 
     model: str | None = None
     stream: bool = False
@@ -37,12 +43,14 @@ class _Request(BaseModel):
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
+    metadata: dict[str, Any] | None = None
+    """Accepted and ignored, as ``user`` is (OpenAI stores it with the completion; this server stores nothing)."""
 
 
 class ChatMessage(BaseModel):
     """One message; ``content`` is text or a list of text parts. Other keys pass to the core as given."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT_REQUEST
 
     role: str
     content: Union[str, list[dict[str, Any]], None] = None

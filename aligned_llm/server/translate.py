@@ -55,6 +55,9 @@ NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
 }
 """OpenAI fields this server does not implement: accepted only unset or at these values, else a 400."""
 
+CHAT_ONLY = ("tools", "tool_choice", "parallel_tool_calls")
+"""Chat fields that ``/v1/completions`` refuses by name instead of ignoring them: a tool call needs a chat."""
+
 WHY_NOT: dict[str, str] = {
     "n": "one choice per request is supported: send several requests (they share the engine's batch)",
     "best_of": "one completion per request is supported",
@@ -92,13 +95,17 @@ def chat_call(request: ChatCompletionRequest) -> CoreCall:
     settings = _settings(request, CHAT_PASSED_THROUGH, max_param, max_tokens)
     if settings.get("response_format") == {"type": "text"}:
         del settings["response_format"]
-    return CoreCall(
-        conversation, settings, {"max_new_tokens": max_param, "prompt": "messages"}, request.stream, _usage(request)
-    )
+    rename = {"prompt": "messages", **({"max_new_tokens": max_param} if max_tokens is not None else {})}
+    return CoreCall(conversation, settings, rename, request.stream, _usage(request))
 
 
 def completion_call(request: CompletionRequest) -> CoreCall:
     """The core call of a (legacy) completion request; a list of prompts is decoded as one batch."""
+    sent = [name for name in CHAT_ONLY if name in (request.model_extra or {})]
+    if sent:
+        raise bad_request(
+            sent[0], f"{sent[0]}: tools belong to /v1/chat/completions; /v1/completions returns text only"
+        )
     prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
     if not prompts:
         raise bad_request("prompt", "prompt: must be a non-empty string or a non-empty list of strings")
@@ -106,7 +113,8 @@ def completion_call(request: CompletionRequest) -> CoreCall:
         raise bad_request("prompt", "prompt: a stream takes one prompt; without stream a list is decoded as one batch")
     settings = _settings(request, PASSED_THROUGH, "max_tokens", request.max_tokens)
     prompt: Prompt | list[Prompt] = prompts[0] if request.stream else request.prompt
-    return CoreCall(prompt, settings, {"max_new_tokens": "max_tokens"}, request.stream, _usage(request))
+    rename = {"max_new_tokens": "max_tokens"} if request.max_tokens is not None else {}
+    return CoreCall(prompt, settings, rename, request.stream, _usage(request))
 
 
 def _usage(request: ChatCompletionRequest | CompletionRequest) -> bool:

@@ -130,6 +130,23 @@ class AlignedLLMParams(BaseModel):
             self.model = self.llm.name if self.llm is not None else BUNDLED_NAME
         return self
 
+    @model_validator(mode="after")
+    def _check_answer_fits(self) -> AlignedLLMParams:
+        """With the model in memory, a ``max_tokens`` that leaves no room for any prompt is refused at once.
+
+        A model named but not loaded yet is not loaded for this: each call's prompt + ``max_tokens``
+        is checked against the context window by the core, before any forward.
+        """
+        llm = self._loaded_llm()
+        max_tokens = getattr(self, "max_tokens", None)
+        if llm is not None and isinstance(max_tokens, int) and max_tokens >= llm.context_window:
+            raise InvalidSettingError(
+                "max_tokens",
+                f"must be below the model's context window of {llm.context_window} tokens (the prompt needs at "
+                f"least one), got {max_tokens}",
+            )
+        return self
+
     @property
     def model_name(self) -> str:
         """Name of the model this object decodes with."""

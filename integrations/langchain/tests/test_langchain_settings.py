@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from aligned_llm import GenerationResult, ModelPathError
+from aligned_llm import GenerationResult, ModelPathError, PromptTooLongError
 from langchain_core.caches import InMemoryCache
 from langchain_core.runnables import ConfigurableField
 from pydantic import ValidationError
@@ -191,6 +191,29 @@ def test_unknown_constructor_arguments_are_refused_and_remote_only_ones_ignored(
         ChatAlignedLLM(model=tiny_model_dir, principal="typo")
     chat = ChatAlignedLLM(model=tiny_model_dir, api_key="unused", timeout=30, max_retries=2)
     assert not hasattr(chat, "api_key")
+
+
+@pytest.mark.parametrize("make", [ChatAlignedLLM, AlignedLLMText], ids=["chat", "text"])
+def test_a_max_tokens_no_prompt_can_fit_is_refused_when_the_model_is_in_memory(make, tiny, tiny_model_dir, spy):
+    window = tiny.context_window
+    for options in ({"llm": tiny}, {"model": tiny_model_dir, "device": "cpu"}):
+        for max_tokens in (10**9, window):
+            with pytest.raises(
+                ValidationError, match=f"max_tokens: must be below the model's context window of {window}"
+            ):
+                make(**options, max_tokens=max_tokens)
+        assert make(**options, max_tokens=window - 1).max_tokens == window - 1
+    assert spy.calls == []
+
+
+def test_a_max_tokens_for_a_model_not_loaded_yet_is_checked_per_call_before_any_forward(tiny, monkeypatch):
+    """Construction stays cheap (nothing is loaded to check); the core refuses the call before any forward."""
+    assert ChatAlignedLLM(model="/not/loaded/yet", max_tokens=10**9).max_tokens == 10**9
+    forwards = []
+    monkeypatch.setattr(tiny.model, "forward", lambda *args, **kwargs: forwards.append(1))
+    with pytest.raises(PromptTooLongError, match="max_new_tokens is 1000000000"):
+        ChatAlignedLLM(llm=tiny).invoke("Hello", max_tokens=10**9)
+    assert forwards == []
 
 
 def test_langsmith_params_follow_per_call_values(chat):

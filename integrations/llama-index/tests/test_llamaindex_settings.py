@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from aligned_llm import InvalidSettingError
+from aligned_llm import AlignedLLM, InvalidSettingError
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
 
@@ -67,10 +67,58 @@ def test_per_call_values_and_names_are_checked_before_decoding(tiny):
         tiny.with_settings(core=None)
 
 
+CONSTRUCTOR_MISTAKES = [
+    ({"foo": 1}, "foo", "is not a field of AlignedHF"),
+    ({"principel": "Be kind."}, "principel", "did you mean 'principle'?"),
+    ({"max_tokens": 8}, "max_tokens", "did you mean 'max_new_tokens'?"),
+    ({"max_new_tokens": 10**9}, "max_new_tokens", "the context window is 256 tokens"),
+    ({"max_new_tokens": 256}, "max_new_tokens", "the prompt needs at least one"),
+    ({"max_new_tokens": 64, "context_window": 64}, "max_new_tokens", "the context window is 64 tokens"),
+    ({"method": "opad", "principle": "Be kind.", "beta": 1e-40}, "beta", ">= 1e-30"),
+]
+"""Keywords the constructor refuses by name: pydantic alone would drop an unknown one silently."""
+
+
+@pytest.mark.parametrize(
+    ("fields", "parameter", "says"), CONSTRUCTOR_MISTAKES, ids=[str(c[0]) for c in CONSTRUCTOR_MISTAKES]
+)
+def test_the_constructor_refuses_unknown_names_and_answers_that_cannot_fit(tiny_core, fields, parameter, says):
+    forwards = []
+    handle = tiny_core.model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        with pytest.raises(InvalidSettingError) as error:
+            AlignedHF(tiny_core, **fields)
+    finally:
+        handle.remove()
+    assert error.value.parameter == parameter and says in str(error.value)
+    assert forwards == []
+
+
+def test_the_largest_answer_that_fits_is_accepted_and_assignment_is_bounded_too(tiny):
+    room = tiny.metadata.context_window - 1
+    assert AlignedHF(tiny.core, max_new_tokens=room).max_new_tokens == room
+    with pytest.raises(InvalidSettingError, match=f"must be at most {room}"):
+        tiny.max_new_tokens = room + 1
+    assert tiny.max_new_tokens == 8
+    with pytest.raises(InvalidSettingError, match="max_new_tokens"):
+        tiny.with_settings(max_new_tokens=10**9)
+
+
+@pytest.mark.parametrize("load", ["default", "from_pretrained"])
+def test_default_and_from_pretrained_check_names_before_loading(load, monkeypatch):
+    loaded = []
+    monkeypatch.setattr(AlignedLLM, "default", classmethod(lambda cls, **options: loaded.append(options)))
+    monkeypatch.setattr(AlignedLLM, "from_pretrained", classmethod(lambda cls, *args, **kw: loaded.append(args)))
+    make = AlignedHF.default if load == "default" else lambda **fields: AlignedHF.from_pretrained("m", **fields)
+    with pytest.raises(InvalidSettingError, match=r"^principel: is not a field of AlignedHF; did you mean 'principle'"):
+        make(principel="Be kind.")
+    assert loaded == []
+
+
 def test_assignment_coerces_like_construction(tiny):
     tiny.stop = ["END", "STOP"]
     assert tiny.stop == ("END", "STOP")
-    assert AlignedHF(tiny.core, stop=["END", "STOP"]).stop == tiny.stop
+    assert AlignedHF(tiny.core, stop=["END", "STOP"], max_new_tokens=8).stop == tiny.stop
     tiny.beta = 2
     assert tiny.beta == 2.0 and isinstance(tiny.beta, float)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -35,6 +36,7 @@ from llama_index.llms.aligned.responses import (
 )
 from llama_index.llms.aligned.settings import (
     add_setting_fields,
+    check_answer_fits,
     check_fields,
     core_kwargs,
     merge_overrides,
@@ -76,7 +78,8 @@ class AlignedHF(FunctionCallingLLM):
     context_window: int | None = Field(None, strict=True, description="A cap on the model's context window")
 
     def __init__(self, core: AlignedLLM, **fields: Any) -> None:
-        """Wrap a loaded ``AlignedLLM``; ``fields`` are settings and LlamaIndex LLM fields."""
+        """Wrap a loaded ``AlignedLLM``; ``fields`` are settings and LlamaIndex LLM fields (an unknown name raises)."""
+        self._check_names(fields)
         try:
             super().__init__(core=core, **fields)
         except ValidationError as error:
@@ -92,19 +95,35 @@ class AlignedHF(FunctionCallingLLM):
         dtype: str | torch.dtype | None = None,
         **fields: Any,
     ) -> AlignedHF:
-        """Load a local model folder (offline) or a hub id, then wrap it with ``fields``."""
+        """Load a local model folder (offline) or a hub id, then wrap it with ``fields`` (names checked first)."""
+        cls._check_names(fields)
         return cls(AlignedLLM.from_pretrained(name_or_path, device=device, dtype=dtype), **fields)
 
     @classmethod
     def default(
         cls, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, **fields: Any
     ) -> AlignedHF:
-        """The bundled SmolLM2-135M-Instruct, which works offline."""
+        """The bundled SmolLM2-135M-Instruct, which works offline (``fields``' names are checked before it loads)."""
+        cls._check_names(fields)
         return cls(AlignedLLM.default(device=device, dtype=dtype), **fields)
 
     @classmethod
     def class_name(cls) -> str:
         return "AlignedHF"
+
+    @classmethod
+    def _check_names(cls, fields: Mapping[str, Any]) -> None:
+        """Refuse a keyword that is not a field (pydantic would drop it silently), suggesting the closest."""
+        known = [name for name in cls.model_fields if name != "core"]
+        for name in fields:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise InvalidSettingError(
+                    name,
+                    f"is not a field of AlignedHF; {hint}the settings are {', '.join(settings_names())}; "
+                    f"the other fields are {', '.join(sorted(set(known) - set(settings_names())))}",
+                )
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -141,14 +160,15 @@ class AlignedHF(FunctionCallingLLM):
             raise
 
     def _check(self) -> None:
-        """Ask the core about the settings (with this model) and bound the context-window cap."""
+        """Ask the core about the settings (with this model), bound the context-window cap and the answer length."""
         self.__dict__.update(check_fields(self.settings))
-        reserved_tokens(self.core, self.settings)
+        reserved = reserved_tokens(self.core, self.settings)
         window = self.core.context_window
         if self.context_window is not None and not 0 < self.context_window <= window:
             raise InvalidSettingError(
                 "context_window", f"must be None or in [1, {window}] (the model's), got {self.context_window!r}"
             )
+        check_answer_fits(self.max_new_tokens, self.context_window or window, reserved)
 
     @property
     def metadata(self) -> LLMMetadata:

@@ -101,6 +101,21 @@ def reserved_tokens(core: AlignedLLM, settings: Mapping[str, Any]) -> int:
     return max(len(ids) for ids in rows) - text_tokens
 
 
+def check_answer_fits(max_new_tokens: int, window: int, reserved: int) -> None:
+    """Refuse a ``max_new_tokens`` that leaves no room for a prompt in ``window`` (``reserved``: the markup's).
+
+    The core checks each call's prompt + ``max_new_tokens`` against the window; this refuses on
+    construction (and assignment) a value no prompt could ever fit with, such as ``10**9``.
+    """
+    room = window - reserved - 1
+    if max_new_tokens > room:
+        raise InvalidSettingError(
+            "max_new_tokens",
+            f"must be at most {room}: the context window is {window} tokens, the chat template and guidance take "
+            f"{reserved} and the prompt needs at least one; got {max_new_tokens}",
+        )
+
+
 def setting_error(error: ValidationError) -> InvalidSettingError:
     """A field's type error from pydantic as the core's error, naming the setting."""
     first = error.errors()[0]
