@@ -84,12 +84,20 @@ def test_aad_makes_valid_calls(tiny_wide_pair_llm, sampling):
     assert_valid_calls(result)
 
 
-def test_parallel_calls_are_each_valid(tiny_wide_llm):
-    result = tiny_wide_llm.generate(PROMPT, tools=TOOLS, tool_choice="required", max_new_tokens=200, **METHODS["opad"])
+@pytest.mark.parametrize("tool_format", ["hermes", "generic"])
+def test_parallel_calls_are_each_valid(tiny_wide_llm, tool_format):
+    settings = {"tools": TOOLS, "tool_choice": "required", "max_new_tokens": 200, "tool_format": tool_format}
+    result = tiny_wide_llm.generate(PROMPT, parallel_tool_calls=True, **settings, **METHODS["opad"])
     assert len(result.tool_calls) >= 2
     for call in result.tool_calls:
         jsonschema.validate(call.arguments, SCHEMAS[call.name])
-    assert result.text == "" or (result.finish_reason == "length" and result.text.startswith("<tool_call>"))
+    assert result.text == ""
+
+
+def test_the_generic_format_writes_one_call_unless_parallel_calls_are_asked_for(tiny_wide_llm):
+    settings = {"tools": TOOLS, "tool_choice": "required", "max_new_tokens": 200, **METHODS["opad"]}
+    assert len(tiny_wide_llm.generate(PROMPT, **settings).tool_calls) == 1
+    assert len(tiny_wide_llm.generate(PROMPT, tool_format="hermes", **settings).tool_calls) >= 2
 
 
 def test_without_the_grammar_the_tiny_model_makes_no_call(tiny_wide_llm):

@@ -49,6 +49,17 @@ HISTORY = [
         ({"tools": [{"name": "get_weather"}]}, "tools", '"type": "function"'),
         ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools", "letters, digits"),
         ({"tools": [WEATHER, WEATHER]}, "tools", "unique"),
+        ({"tools": [{"type": "function", "function": {"name": "f\n"}}]}, "tools", "letters, digits"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                "type": "object", "properties": {"a": {"$ref": "http://127.0.0.1:9/x.json"}}}}}]},
+            "tools", "$ref",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x",
+                                                                        "schema": {"$ref": "file:///etc/passwd"}}}},
+            "response_format", "$ref",
+        ),
         (
             {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]},
             "tools",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aligned_llm.errors import InvalidSettingError
+from aligned_llm.schema_limits import check_schema
 
 ToolMode = Literal["auto", "none", "required"]
 ConstrainedAlignment = Literal["steer", "off"]
@@ -159,7 +160,7 @@ def _tool_spec(tool: object, index: int) -> ToolSpec:
         raise InvalidSettingError("tools", f"tools[{index}] must be {shape}, got {tool!r}")
     function = tool["function"]
     name = function.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidSettingError(
             "tools", f"tools[{index}].function.name must be 1-64 letters, digits, '_', '.' or '-', got {name!r}"
         )
@@ -177,6 +178,8 @@ def _tool_spec(tool: object, index: int) -> ToolSpec:
 
 
 def _json_copy(schema: Mapping[str, Any], parameter: str, where: str) -> dict[str, Any]:
+    """A plain-JSON copy of a schema, once its bounds are checked (``schema_limits``: local refs, sizes, depth)."""
+    check_schema(schema, parameter, where)
     try:
         return json.loads(json.dumps(schema))
     except (TypeError, ValueError) as error:
