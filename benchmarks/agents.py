@@ -128,10 +128,10 @@ QUESTIONS: list[tuple[str, str | None, Check | None, str | None]] = [
     ("What is the capital of Italy?", None, None, None),
 ]  # fmt: skip
 RUNS: dict[str, dict[str, Any]] = {
-    "before, vanilla": {"tool_format": "hermes"},
-    "before, OPAD": {"tool_format": "hermes", "method": "opad", "principle": PIRATE},
-    "now, vanilla": {},
-    "now, OPAD": {"method": "opad", "principle": PIRATE},
+    "before-vanilla": {"tool_format": "hermes"},
+    "before-opad": {"tool_format": "hermes", "method": "opad", "principle": PIRATE},
+    "now-vanilla": {},
+    "now-opad": {"method": "opad", "principle": PIRATE},
 }
 
 

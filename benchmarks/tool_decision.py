@@ -92,6 +92,26 @@ def old_behaviour(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
+    """Decode the sampled cases both ways; per case its log-odds, calls and BFCL verdicts."""
+    llm = AlignedLLM.default()
+    cases = sample(args.limit, args.seed)
+    started = time.perf_counter()
+    generic = decode(llm, cases, args.max_new_tokens, tool_call_bias=FORCE_CALL)
+    hermes = decode(llm, cases, args.max_new_tokens, tool_format="hermes")
+    seconds = time.perf_counter() - started
+    rows = []
+    for case, new, old in zip(cases, generic, hermes, strict=True):
+        if new.call_log_odds is None:
+            raise RuntimeError(f"{case.id}: no decision was recorded")
+        rows.append({
+            "id": case.id, "category": case.category, "log_odds": new.call_log_odds,
+            "generic_calls": calls_of(new), "generic_correct": ast_correct(case, calls_of(new)),
+            "hermes_calls": calls_of(old), "hermes_correct": ast_correct(case, calls_of(old)), "hermes_text": old.text,
+        })  # fmt: skip
+    return rows, seconds
+
+
 def plot(points: list[dict[str, Any]], old: dict[str, Any], default_bias: float, path: Path, title: str) -> None:
     import matplotlib
 
@@ -133,29 +153,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--out", type=Path, default=None, help="OUT.json, OUT.md, OUT.png")
+    parser.add_argument(
+        "--from-json", type=Path, default=None,
+        help="redraw the curve, table and plot of a recorded run (its per-case log-odds and calls) at today's default",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from aligned_llm.common_settings import DEFAULT_TOOL_CALL_BIAS
 
-    llm = AlignedLLM.default()
-    cases = sample(args.limit, args.seed)
-    started = time.perf_counter()
-    generic = decode(llm, cases, args.max_new_tokens, tool_call_bias=FORCE_CALL)
-    hermes = decode(llm, cases, args.max_new_tokens, tool_format="hermes")
-    seconds = time.perf_counter() - started
-    rows = []
-    for case, new, old in zip(cases, generic, hermes, strict=True):
-        if new.call_log_odds is None:
-            raise RuntimeError(f"{case.id}: no decision was recorded")
-        rows.append({
-            "id": case.id, "category": case.category, "log_odds": new.call_log_odds,
-            "generic_calls": calls_of(new), "generic_correct": ast_correct(case, calls_of(new)),
-            "hermes_calls": calls_of(old), "hermes_correct": ast_correct(case, calls_of(old)), "hermes_text": old.text,
-        })  # fmt: skip
+    if args.from_json is not None:
+        recorded = json.loads(args.from_json.read_text())
+        rows, seconds = recorded["cases"], recorded["seconds"]
+        args.limit = sum(row["category"] == IRRELEVANT[0] for row in rows)
+    else:
+        rows, seconds = measure(args)
     points = curve(rows)
     old = old_behaviour(rows)
     chosen = next(point for point in points if point["bias"] == DEFAULT_TOOL_CALL_BIAS)
-    title = (f"BFCL, bundled SmolLM2-135M, greedy: {args.limit} cases each of simple_python, multiple "
+    title = (f"BFCL, bundled SmolLM2-135M, greedy:\n{args.limit} cases each of simple_python, multiple "
              f"(relevant) and irrelevance")  # fmt: skip
     table = [
         "| | relevant items called | irrelevant items answered in prose | AST accuracy (relevant) |",
@@ -164,20 +179,20 @@ def main() -> None:
         f"{cell(old['ast_accuracy'])} |",
     ]
     for point in points:
-        if point["bias"] in (-4.0, -3.0, -2.0, DEFAULT_TOOL_CALL_BIAS, -1.0, 0.0, 1.0):
+        if point["bias"] in (-3.0, -2.0, -1.5, -1.0, -0.5, DEFAULT_TOOL_CALL_BIAS, 0.0, 0.5, 1.0):
             mark = " (default)" if point["bias"] == DEFAULT_TOOL_CALL_BIAS else ""
             table.append(
                 f"| generic, tool_call_bias = {point['bias']:g}{mark} | {cell(point['called'])} | "
                 f"{cell(point['prose_when_irrelevant'])} | {cell(point['ast_accuracy'])} |"
             )
     print("\n".join(table))
-    print(f"{len(cases)} cases, both behaviours, in {seconds:.0f} s")
+    print(f"{len(rows)} cases, both behaviours, in {seconds:.0f} s")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         summary = {"title": title, "seconds": seconds, "default_bias": DEFAULT_TOOL_CALL_BIAS, "old": old,
                    "at_default": chosen, "curve": points, "cases": rows}  # fmt: skip
         args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
-        args.out.with_suffix(".md").write_text(f"{title}\n\n" + "\n".join(table) + "\n")
+        args.out.with_suffix(".md").write_text(title.replace("\n", " ") + "\n\n" + "\n".join(table) + "\n")
         plot(points, old, DEFAULT_TOOL_CALL_BIAS, args.out.with_suffix(".png"), title)
 
 

@@ -17,18 +17,9 @@ from aligned_llm.answer import detect_format, resolve_format
 from aligned_llm.answer.formats.generic import GenericFormat
 from aligned_llm.answer.reader import CallSplitter
 from aligned_llm.testing import WIDE_CONTEXT_WINDOW, build_tiny_model
+from tests.test_constraints import ARGS, FORECAST
 from tests.tool_templates import FAMILIES
 
-ARGS = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 10},
-        "days": {"type": "integer", "minimum": 1, "maximum": 7},
-        "unit": {"enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "days", "unit"],
-}
-FORECAST = {"type": "function", "function": {"name": "forecast", "description": "Weather forecast", "parameters": ARGS}}
 TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
 TOOLS = [FORECAST, TIME]
 SCHEMAS = {"forecast": ARGS, "get_time": TIME["function"]["parameters"]}

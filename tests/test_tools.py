@@ -16,6 +16,7 @@ from aligned_llm.answer.plan import plan_answer
 from aligned_llm.answer.reader import CallSplitter
 from aligned_llm.answer.spec import normalize_response_format, normalize_tool_choice, normalize_tools
 from aligned_llm.prompts import ChatFormat, normalize_prompts
+from tests.tool_templates import HERMES
 
 WEATHER = {
     "type": "function",
@@ -299,26 +300,11 @@ def test_principle_goes_before_the_tools_and_the_unguided_row_has_none(tiny_llm)
     assert "You can call these tools" in plain
 
 
-QWEN_LIKE_TEMPLATE = (
-    "{% if tools %}{{ '<|im_start|>system\\n# Tools\\n<tools>' }}{% for tool in tools %}"
-    "{{ '\\n' + tool | tojson }}{% endfor %}"
-    "{{ '\\n</tools>\\nCall with <tool_call></tool_call><|im_end|>\\n' }}{% endif %}"
-    "{% for message in messages %}"
-    "{% if message.role == 'tool' %}"
-    "{{ '<|im_start|>user\\n<tool_response>\\n' + message.content + '\\n</tool_response><|im_end|>\\n' }}"
-    "{% elif message.tool_calls %}{{ '<|im_start|>assistant' }}{% for call in message.tool_calls %}"
-    '{{ \'\\n<tool_call>\\n{"name": "\' + call.function.name + \'", "arguments": \' }}'
-    "{{ call.function.arguments | tojson }}{{ '}\\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\\n' }}"
-    "{% else %}{{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-
-
 def test_a_template_with_hermes_tools_renders_them_itself(tokenizer):
     import copy
 
     qwen_like = copy.deepcopy(tokenizer)
-    qwen_like.chat_template = QWEN_LIKE_TEMPLATE
+    qwen_like.chat_template = HERMES
     chat = ChatFormat(qwen_like)
     plan = plan_answer(DecodeSettings(tools=[WEATHER]).output, chat.template)
     assert type(plan.fmt) is HermesFormat and plan.fmt.template_renders
