@@ -2,7 +2,8 @@
 
 24 questions that one of the tools answers (weather, multiplication, e-mail look-up, population,
 unit conversion) and 6 that none does. Each question runs through the framework's own agent,
-``create_agent(ChatAlignedLLM(...), tools=TOOLS)`` with nothing else set (``recursion_limit`` 10),
+``create_agent(ChatAlignedLLM(...), tools=TOOLS)`` with nothing else set (``recursion_limit`` 10;
+``--max-tokens`` bounds answers to keep a CPU run short),
 under vanilla decoding and OPAD with "Answer like a pirate.", with the library's current
 default (the ``generic`` format's calibrated decision) and with its behaviour before
 (``tool_format="hermes"``: the Hermes prompt with a lazy grammar, results in the assistant turn).
@@ -12,7 +13,7 @@ prose (no call) where no tool fits, the agent ending without an error (no recurs
 no call markup in the final answer, and pirate words in final answers (under OPAD).
 
     python benchmarks/agents.py --limit 4                          # a smoke run
-    python benchmarks/agents.py --out docs/results/agents          # the recorded run
+    python benchmarks/agents.py --max-tokens 96 --out docs/results/agents          # the recorded run
 
 Writes OUT.json (every conversation) and OUT.md.
 """
@@ -135,9 +136,12 @@ RUNS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(llm: AlignedLLM, settings: dict[str, Any], questions: list, concurrency: int) -> list[dict[str, Any]]:
+def run(
+    llm: AlignedLLM, settings: dict[str, Any], questions: list, concurrency: int, max_tokens: int | None
+) -> list[dict[str, Any]]:
     """Every question through its own ``create_agent`` invocation; concurrent ones share the running batch."""
-    agent = create_agent(ChatAlignedLLM(llm=llm, **settings), tools=TOOLS, system_prompt=SYSTEM)
+    bounded = {} if max_tokens is None else {"max_tokens": max_tokens}
+    agent = create_agent(ChatAlignedLLM(llm=llm, **bounded, **settings), tools=TOOLS, system_prompt=SYSTEM)
     inputs = [{"messages": [HumanMessage(question)]} for question, *_ in questions]
     config = {"recursion_limit": 10, "max_concurrency": concurrency}
     outputs = agent.batch(inputs, config=config, return_exceptions=True)
@@ -195,6 +199,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N tool questions and N/4 no-tool ones")
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated run names")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=None, help="bound each answer (default: the library's 512)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     questions = QUESTIONS
@@ -206,7 +211,7 @@ def main() -> None:
     lines = ["| run | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name in args.runs.split(","):
         started = time.perf_counter()
-        records = run(llm, RUNS[name], questions, args.concurrency)
+        records = run(llm, RUNS[name], questions, args.concurrency, args.max_tokens)
         rates = summary(records)
         results[name] = {"settings": RUNS[name], "seconds": time.perf_counter() - started, "rates": rates,
                          "records": records}  # fmt: skip
@@ -220,8 +225,9 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
         fitting = sum(q[1] is not None for q in questions)
+        bound = "" if args.max_tokens is None else f", max_tokens={args.max_tokens}"
         header = (f"LangChain create_agent, bundled SmolLM2-135M-Instruct, greedy, {len(questions)} questions "
-                  f"({fitting} with a fitting tool), 5 tools, defaults\n\n")  # fmt: skip
+                  f"({fitting} with a fitting tool), 5 tools, default settings{bound}\n\n")  # fmt: skip
         args.out.with_suffix(".md").write_text(header + table + "\n")
 
 
