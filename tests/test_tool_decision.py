@@ -108,3 +108,23 @@ def test_under_opad_the_model_without_the_principle_decides(tiny_wide_llm):
     )
     assert abs(guided.call_log_odds - plain.call_log_odds) < 1e-4
     assert abs(direct.call_log_odds - plain.call_log_odds) > 1e-3, "direct prompting has only the guided row"
+
+
+def test_beside_tools_a_json_answer_is_the_answer_and_an_envelope_of_calls_is_calls():
+    from aligned_llm import GenerationResult
+    from aligned_llm.answer.formats.generic import GenericFormat
+    from aligned_llm.answer.reader import AnswerReader
+    from aligned_llm.answer.spec import ResponseFormat, normalize_tools
+
+    tools = normalize_tools([WEATHER])
+    done = GenerationResult(text="", input_tokens=1, output_tokens=1, finish_reason="stop")
+    answer = AnswerReader(GenericFormat(), tools, ResponseFormat(None))
+    streamed = answer.feed('{"city": "Paris"}').text
+    tail, result = answer.finish(done)
+    assert streamed + tail.text == '{"city": "Paris"}' == result.text
+    assert result.parsed == {"city": "Paris"} and result.tool_calls == ()
+    calls = AnswerReader(GenericFormat(), tools, ResponseFormat(None))
+    calls.feed('{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}')
+    _, result = calls.finish(done)
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert result.text == "" and result.parsed is None and result.finish_reason == "tool_calls"

@@ -303,3 +303,22 @@ def test_unparsed_call_blocks_are_invalid_but_a_call_cut_by_the_token_limit_is_u
     assert cut["called"] and not cut["valid"] and not cut["errors"] and cut["unfinished_call"]
     assert [r["id"] for r in tools.violations([broken, cut])] == ["simple_python_0"]
     assert tools.violations([broken, cut])[0] is broken
+
+
+def test_decision_curve_reads_calls_and_prose_off_the_recorded_log_odds():
+    import tool_decision
+
+    rows = [
+        {"category": "simple_python", "log_odds": 1.0, "generic_correct": True},
+        {"category": "multiple", "log_odds": -0.5, "generic_correct": True},
+        {"category": "simple_python", "log_odds": 0.2, "generic_correct": False},
+        {"category": "irrelevance", "log_odds": 0.3, "generic_correct": False},
+        {"category": "irrelevance", "log_odds": -2.0, "generic_correct": True},
+    ]
+    points = {point["bias"]: point for point in tool_decision.curve(rows)}
+    at_zero = points[0.0]
+    assert at_zero["called"]["rate"] == pytest.approx(2 / 3)  # 1.0 and 0.2 call, -0.5 does not
+    assert at_zero["prose_when_irrelevant"]["rate"] == pytest.approx(1 / 2)  # -2.0 answers, 0.3 calls
+    assert at_zero["ast_accuracy"]["rate"] == pytest.approx(1 / 3)  # only the called and correct one
+    assert points[1.0]["called"]["rate"] == 1.0 and points[1.0]["ast_accuracy"]["rate"] == pytest.approx(2 / 3)
+    assert points[-6.0]["called"]["rate"] == 0.0 and points[-6.0]["prose_when_irrelevant"]["rate"] == 1.0

@@ -125,7 +125,8 @@ class AnswerPlan:
             return AnswerReader(None)
         fmt = self.fmt if self.spec.calls_tools else None
         earlier = calls_since_last_user(conversation) if self.spec.choice.mode == "auto" else []
-        return AnswerReader(fmt, self.spec.callable_tools, self.spec.response, earlier)
+        holds = fmt is not None and fmt.decides and self.spec.response is None
+        return AnswerReader(fmt, self.spec.callable_tools, self.spec.response, earlier, holds=holds)
 
 
 def plan_answer(spec: AnswerSpec, template: str | None) -> AnswerPlan:

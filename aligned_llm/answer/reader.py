@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from aligned_llm.answer.formats import ToolFormat
 from aligned_llm.answer.formats.base import ParsedCall
-from aligned_llm.answer.formats.generic import ANSWER_OPENING
+from aligned_llm.answer.formats.generic import ANSWER_OPENING, DECISION_PREFIX
 from aligned_llm.answer.history import call_key, new_call_id
 from aligned_llm.answer.spec import ResponseFormat, ToolSpec
 from aligned_llm.result import GenerationResult, StreamDelta, ToolCall, ToolCallDelta
@@ -143,8 +143,13 @@ class AnswerReader:
         tools: Sequence[ToolSpec] = (),
         response: ResponseFormat | None = None,
         earlier: Sequence[ParsedCall] = (),
+        *,
+        holds: bool = False,
     ) -> None:
         self.splitter = None if fmt is None else CallSplitter(fmt, tools, earlier)
+        self.holds = holds
+        """Whether nothing is sent before the end: the answer is the decision's envelope (``{"…``), never prose; only
+        its complete calls are kept."""
         self.response = response
         self.raw = ""
         """The generated text as it came (markup included)."""
@@ -154,19 +159,26 @@ class AnswerReader:
     def feed(self, delta: str) -> StreamDelta:
         """The next text delta of the generation, split into prose and call pieces."""
         self.raw += delta
+        if self.holds:
+            return StreamDelta("")
         return StreamDelta(delta) if self.splitter is None else self.splitter.feed(delta)
 
     def finish(self, result: GenerationResult) -> tuple[StreamDelta, GenerationResult]:
         """The last pieces, and ``result`` with prose text, tool calls, parsed value and finish reason."""
         if self.splitter is None:
             tail, text, calls = StreamDelta(""), result.text, ()
+        elif self.splitter.fmt.decides and self.raw.strip() == ANSWER_OPENING:
+            tail, text, calls = StreamDelta(""), "", ()
+            self.wants_prose = result.finish_reason == "stop"
         else:
-            tail, text, calls = self.splitter.finish(), self.splitter.text, tuple(self.splitter.calls)
-            chose_answer = self.splitter.fmt.decides and self.raw.strip() == ANSWER_OPENING
+            held = self.splitter.feed(self.raw) if self.holds else StreamDelta("")
+            tail = self.splitter.finish()
+            tail = StreamDelta(held.text + tail.text, held.tool_calls + tail.tool_calls)
+            text, calls = self.splitter.text, tuple(self.splitter.calls)
+            if self.holds and self.raw.lstrip().startswith(DECISION_PREFIX):
+                tail, text = StreamDelta("", tail.tool_calls), ""
             only_repeats = self.splitter.repeated > 0 and not calls and not text.strip()
-            self.wants_prose = result.finish_reason == "stop" and (chose_answer or only_repeats)
-            if chose_answer:
-                text = ""
+            self.wants_prose = result.finish_reason == "stop" and only_repeats
         parsed = self.response.parse(text) if self.response is not None and not calls else None
         reason = "tool_calls" if calls and result.finish_reason == "stop" else result.finish_reason
         return tail, replace(result, text=text, tool_calls=calls, parsed=parsed, finish_reason=reason)

@@ -106,7 +106,7 @@ class GenericFormat(ToolFormat):
     """The calibrated call-or-answer envelope for templates that know no tool format."""
 
     name = "generic"
-    open = DECISION_PREFIX
+    open = CALLS_OPEN
     close = None
     separator = ", "
     call_object = '{"name": '
