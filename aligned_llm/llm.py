@@ -436,9 +436,11 @@ class AlignedLLM:
                     Submission(FollowUp(ticket, index), [request], job.decoding, sampling, settings.trace)
                 )
 
+            prose = job.plan.prose()
             reading = AnswerReading(
                 lambda index: job.plan.reader(job.conversations[index]),
                 follow_up if job.follow_ups is not None else None,
+                None if prose is None else lambda index: prose.reader(job.conversations[index]),
             )
         ticket = Ticket(job.count, cancel, is_batch=job.is_batch, keep_events=keep_events, transform=reading)
 

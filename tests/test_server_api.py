@@ -415,7 +415,8 @@ def test_nothing_a_request_sends_loads_a_path_reads_a_file_or_runs_code(
         {"extra_body": {"method": "aligned_llm.testing:save_tiny_model"}},
         {"extra_body": {"method": "pad", "profile": str(secret)}},
         {"extra_body": {"method": "opad", "principle": template_injection}},
-        {"messages": [{"role": "user", "content": f"file://{secret}"}, {"role": "tool", "content": str(secret)}]},
+        {"messages": [{"role": "user", "content": f"file://{secret}"}, {"role": "assistant", "content": str(secret)},
+                      {"role": "user", "content": str(secret)}]},
         {"tools": [{"type": "function", "function": {"name": "cat", "parameters": {"$ref": f"file://{secret}"}}}]},
     ]
 
@@ -439,7 +440,7 @@ def test_nothing_a_request_sends_loads_a_path_reads_a_file_or_runs_code(
     assert first == again
     assert again[0] == 404 and again[1:6] == [400] * 5
     assert again[6:9] == [200, 200, 200], "text that looks like a path or a template is only text"
-    assert again[9] in (200, 400), "a schema $ref to a file is refused or left unresolved, never read"
+    assert again[9] == 400, "a schema $ref to a file is refused (only local #/ references are allowed), never read"
     assert audit.seen == []
     assert not (tmp_path / "pwned").exists()
     expected = tiny_pair_llm.generate(PROMPT, method="opad", principle=template_injection, max_new_tokens=2)

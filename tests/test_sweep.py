@@ -153,7 +153,7 @@ class NeverSubmit:
     ("grid", "settings", "parameter", "message"),
     [({}, {}, "grid", "is empty"),
      ({"beta": []}, {}, "beta", "no values"),
-     ({"beta": [1.0, -1.0]}, {}, "beta", "grid value -1.0 is refused: must be a finite number > 0"),
+     ({"beta": [1.0, -1.0]}, {}, "beta", "grid value -1.0 is refused: must be a finite number >= 1e-30"),
      ({"beta": [1.0, 1]}, {}, "beta", "given twice"),
      ({"beta": 0.5}, {}, "beta", "list of values"),
      ({"rho": [1.0]}, {}, "rho", "not a parameter of method 'opad'"),

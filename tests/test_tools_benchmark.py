@@ -285,14 +285,17 @@ def _small_case(index, tool_name, argument):
 
 def test_cases_with_different_tools_batch_as_if_each_ran_alone(tiny_llm):
     cases = [_small_case(0, "lookup_year", "year"), _small_case(1, "count_items", "items")]
-    settings = {"tool_choice": "required", "max_new_tokens": 30, **tools.settings_for("constrained", "")}
+    settings = {"tool_choice": "required", "max_new_tokens": 30, "tool_format": "hermes"}
+    settings.update(tools.settings_for("constrained", ""))
     batched = tools.generate_cases(tiny_llm, cases, settings)
     for case, result in zip(cases, batched, strict=True):
         alone = tiny_llm.generate([dict(m) for m in case.messages], tools=list(case.tools), **settings)
         assert result.text == alone.text
         assert [(c.name, c.arguments) for c in result.tool_calls] == [(c.name, c.arguments) for c in alone.tool_calls]
         name = case.tools[0]["function"]["name"]  # each request under its own grammar: a call of its own tool
-        assert result.text.startswith(f'<tool_call>\n{{"name": "{name}"')
+        written = tiny_llm.tokenizer.decode(result.token_ids)
+        assert written.startswith(f'<tool_call>\n{{"name": "{name}"')
+        assert result.token_ids == alone.token_ids
 
 
 def test_unparsed_call_blocks_are_invalid_but_a_call_cut_by_the_token_limit_is_unfinished():

@@ -1,9 +1,10 @@
 """What the facade asks of the answer wing for one request: the prompt rendering, the constraint and the reader.
 
 ``AnswerPlan`` ties an :class:`AnswerSpec` to the tool format of the model's chat template. An
-``"auto"`` answer with tools has a *prose follow-up* (:meth:`AnswerPlan.prose`): the same
-conversation without the tool listing, decoded when the first answer chose to answer in prose
-(the ``generic`` format's decision) or only repeated calls this turn already made.
+``"auto"`` answer with tools has a *follow-up without calls* (:meth:`AnswerPlan.prose`): the
+same conversation without the tool listing (``tool_choice="none"``: prose, or the response
+format's JSON), decoded when the first answer chose to answer (the ``generic`` format's
+decision) or only repeated calls this turn already made.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aligned_llm.answer.formats.base import Rendered
 from aligned_llm.answer.grammar import Grammars, prose_tag
 from aligned_llm.answer.history import call_key, calls_since_last_user, has_tool_parts
 from aligned_llm.answer.reader import AnswerReader
-from aligned_llm.answer.spec import AnswerSpec
+from aligned_llm.answer.spec import AnswerSpec, ToolChoice
 
 CALL_TOKEN_MARGIN = 4
 """Tokens added to a call's opening and a bare ``{"name": ..., "arguments": {}}`` to estimate the shortest call."""
@@ -40,13 +41,13 @@ class AnswerPlan:
     @property
     def offers_tools(self) -> bool:
         """Whether the prompt lists the tools."""
-        return self.spec.calls_tools and not self.is_prose
+        return self.spec.calls_tools
 
     def render(
         self, conversation: list[dict[str, Any]], template: str | None, *, supports_system: bool, default_system: str
     ) -> Rendered:
         """The conversation with tools, past calls, results and the response-format instruction rendered."""
-        instructions = "" if self.spec.response is None or self.is_prose else self.spec.response.instruction()
+        instructions = "" if self.spec.response is None else self.spec.response.instruction()
         if not self.offers_tools and not instructions and not has_tool_parts(conversation):
             return conversation, {}
         fmt = self.fmt or resolve_format(None, template)
@@ -56,10 +57,10 @@ class AnswerPlan:
         )
 
     def prose(self) -> AnswerPlan | None:
-        """The follow-up that answers in prose, for an ``"auto"`` answer with tools; ``None`` otherwise."""
-        if not self.spec.calls_tools or self.spec.choice.mode != "auto" or self.spec.response is not None:
+        """The follow-up answering without calls (prose, or the response format's JSON) for ``"auto"`` with tools."""
+        if not self.spec.calls_tools or self.spec.choice.mode != "auto":
             return None
-        return replace(self, is_prose=True)
+        return AnswerPlan(replace(self.spec, choice=ToolChoice("none")), self.fmt, is_prose=True)
 
     def constraint(
         self, grammars: Grammars, tokenizer: Any, max_new_tokens: int, decision_row: int = 0
@@ -69,7 +70,7 @@ class AnswerPlan:
         ``decision_row``: the method's row whose log-probs take the calibrated decision.
         """
         spec, fmt = self.spec, self.fmt
-        if self.is_prose:
+        if self.is_prose and spec.response is None:
             if not spec.constrained or fmt is None or not fmt.excludes():
                 return None
             return Constraint(grammars.compile_tag(prose_tag(fmt)), token_bytes=grammars.token_bytes)
@@ -122,7 +123,7 @@ class AnswerPlan:
     def reader(self, conversation: Sequence[dict[str, Any]]) -> AnswerReader:
         """A fresh reader of one answer to ``conversation``."""
         if self.is_prose:
-            return AnswerReader(None)
+            return AnswerReader(None, response=self.spec.response)
         fmt = self.fmt if self.spec.calls_tools else None
         earlier = calls_since_last_user(conversation) if self.spec.choice.mode == "auto" else []
         holds = fmt is not None and fmt.decides and self.spec.response is None

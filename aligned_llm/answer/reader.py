@@ -193,9 +193,15 @@ class AnswerReading:
     read as prose (their result counts the tokens of both parts).
     """
 
-    def __init__(self, readers: Callable[[int], AnswerReader], follow_up: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        readers: Callable[[int], AnswerReader],
+        follow_up: Callable[[int], None] | None = None,
+        follow_up_readers: Callable[[int], AnswerReader] | None = None,
+    ) -> None:
         self._readers = readers
         self._follow_up = follow_up
+        self._follow_up_reader = follow_up_readers or (lambda _index: AnswerReader(None))
         self._by_index: dict[int, AnswerReader] = {}
         self._spent: dict[int, GenerationResult] = {}
 
@@ -214,7 +220,7 @@ class AnswerReading:
                 piece = StreamDelta(piece.text + tail.text, piece.tool_calls + tail.tool_calls)
                 if reader.wants_prose and self._follow_up is not None and index not in self._spent:
                     self._spent[index] = result
-                    self._by_index[index] = AnswerReader(None)
+                    self._by_index[index] = self._follow_up_reader(index)
                     self._follow_up(index)
                     result, swallowed = None, True
                 elif index in self._spent:

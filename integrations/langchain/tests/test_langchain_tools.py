@@ -199,7 +199,10 @@ def test_an_agent_history_reaches_the_core_as_openai_messages(chat, tools_spy):
                 {"type": "text", "text": "Let me add."},
                 {"type": "tool_use", "id": "call_1", "name": "add", "input": {"a": 1, "b": 2}},
             ],
-            tool_calls=[{"name": "add", "args": {"a": 1, "b": 2}, "id": "call_1", "type": "tool_call"}],
+            tool_calls=[
+                {"name": "add", "args": {"a": 1, "b": 2}, "id": "call_1", "type": "tool_call"},
+                {"name": "add", "args": {"a": 1}, "id": "call_2", "type": "tool_call"},
+            ],
         ),
         ToolMessage("3", tool_call_id="call_1", name="add"),
         ToolMessage([{"type": "text", "text": "Error: b missing"}], tool_call_id="call_2", status="error"),
@@ -212,7 +215,8 @@ def test_an_agent_history_reaches_the_core_as_openai_messages(chat, tools_spy):
             "role": "assistant",
             "content": "Let me add.",
             "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}
+                {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}},
+                {"id": "call_2", "type": "function", "function": {"name": "add", "arguments": {"a": 1}}},
             ],
         },
         {"role": "tool", "content": "3", "tool_call_id": "call_1", "name": "add"},
