@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from aligned_llm.answer.formats import ToolFormat
-from aligned_llm.answer.formats.generic import ANSWER_BRANCH, CALL_BRANCH, DECISION_PREFIX
+from aligned_llm.answer.formats.generic import DECISION_PREFIX
 from aligned_llm.answer.history import call_key
 from aligned_llm.answer.spec import ConstrainedAlignment, ToolSpec
 
@@ -45,8 +45,6 @@ def _xgrammar() -> Any:
     return xgrammar
 
 
-CALL_OPENING = DECISION_PREFIX + CALL_BRANCH
-ANSWER_OPENING = DECISION_PREFIX + ANSWER_BRANCH
 DECISION_POINTS = tuple(DECISION_PREFIX[:size].encode() for size in range(len(DECISION_PREFIX) + 1))
 """The texts an answer can have written before it commits to a branch."""
 

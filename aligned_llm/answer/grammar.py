@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from aligned_llm.answer.constraint import ANSWER_OPENING, CALL_OPENING, DECISION_POINTS, Decision, committing_tokens
+from aligned_llm.answer.constraint import DECISION_POINTS, Decision, committing_tokens
 from aligned_llm.answer.formats import ToolFormat
 from aligned_llm.answer.formats.base import JSON_WHITESPACE, structural
+from aligned_llm.answer.formats.generic import ANSWER_OPENING, CALLS_OPEN
 from aligned_llm.answer.spec import AnswerSpec
 from aligned_llm.errors import InvalidSettingError
 
@@ -149,7 +150,7 @@ class Grammars:
         with self._lock:
             if self._decision is None:
                 points = {
-                    written: committing_tokens(self.token_bytes, written, CALL_OPENING) for written in DECISION_POINTS
+                    written: committing_tokens(self.token_bytes, written, CALLS_OPEN) for written in DECISION_POINTS
                 }
                 answers = {
                     written: committing_tokens(self.token_bytes, written, ANSWER_OPENING) for written in DECISION_POINTS

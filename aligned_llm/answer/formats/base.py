@@ -64,6 +64,11 @@ def with_system_text(
     return [{"role": "user", "content": text}, *conversation]
 
 
+def system_section(listing: str, instructions: str) -> str:
+    """What a library-rendered format adds to the system message: its tool listing, then the instructions."""
+    return "\n\n".join(part for part in (listing, instructions) if part)
+
+
 def parse_call_object(value: object, arguments_keys: Sequence[str] = ("arguments", "parameters")) -> ParsedCall | None:
     """``{"name": ..., "arguments": {...}}`` (arguments as an object or JSON text) as a call, or None."""
     if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):

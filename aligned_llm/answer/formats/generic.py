@@ -28,6 +28,7 @@ from aligned_llm.answer.formats.base import (
     json_arguments,
     parse_call_object,
     structural,
+    system_section,
     with_system_text,
 )
 from aligned_llm.answer.spec import ToolSpec
@@ -163,8 +164,5 @@ class GenericFormat(ToolFormat):
         supports_system: bool,
         default_system: str,
     ) -> Rendered:
-        sections = [tool_prompt_text(tools)] if tools else []
-        if instructions:
-            sections.append(instructions)
-        folded = fold_tool_rounds(conversation)
-        return with_system_text(folded, "\n\n".join(sections), supports_system, default_system), {}
+        section = system_section(tool_prompt_text(tools) if tools else "", instructions)
+        return with_system_text(fold_tool_rounds(conversation), section, supports_system, default_system), {}

@@ -20,6 +20,7 @@ from aligned_llm.answer.formats.base import (
     json_arguments,
     parse_call_object,
     structural,
+    system_section,
     with_system_text,
 )
 from aligned_llm.answer.spec import ToolSpec
@@ -134,7 +135,5 @@ class HermesFormat(ToolFormat):
             else:
                 rendered.append(message)
                 in_tool_turn = False
-        sections = [tool_prompt_text(tools)] if tools else []
-        if instructions:
-            sections.append(instructions)
-        return with_system_text(rendered, "\n\n".join(sections), supports_system, default_system), {}
+        section = system_section(tool_prompt_text(tools) if tools else "", instructions)
+        return with_system_text(rendered, section, supports_system, default_system), {}
