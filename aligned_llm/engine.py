@@ -192,11 +192,11 @@ class Lane:
                 input_ids=input_ids,
                 attention_mask=self.attention_mask,
                 position_ids=self.next_positions.unsqueeze(-1),
-                past_key_values=self.cache,
+                cache=self.cache,
                 use_cache=True,
                 **kwargs,
             )
-        self.cache = output.past_key_values
+        self.cache = output.cache
         self.next_positions = self.next_positions + 1
         return output.logits[:, -1].float()
 
@@ -303,12 +303,12 @@ class Prefill:
                 input_ids=self.input_ids[:, start:end],
                 attention_mask=self.mask[:, :end],
                 position_ids=self.positions[:, start:end],
-                past_key_values=self.cache,
+                cache=self.cache,
                 use_cache=True,
                 logits_to_keep=0 if self.keep_all_logits else 1,
                 **kwargs,
             )
-            self.cache = output.past_key_values
+            self.cache = output.cache
             self.last = output.logits[:, -1].float()
             if self.keep_all_logits:
                 weights = self.mask[:, start:end].unsqueeze(-1).float()

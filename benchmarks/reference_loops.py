@@ -29,7 +29,7 @@ def opad_reference_loop(model: PreTrainedModel, prompts: list[tuple[list[int], l
         caches = [DynamicCache(), DynamicCache()]
         inputs = [torch.tensor([constrained], device=device), torch.tensor([unconstrained], device=device)]
         for _ in range(new_tokens):
-            logits = [model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1].float()
+            logits = [model(input_ids=ids, cache=cache, use_cache=True).logits[:, -1].float()
                       for ids, cache in zip(inputs, caches, strict=True)]  # fmt: skip
             with_principle, without = (torch.log_softmax(x, dim=-1) for x in logits)
             token = (with_principle + (with_principle - without)).argmax(-1, keepdim=True)
