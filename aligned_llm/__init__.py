@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aligned_llm.engine import Progress, ScoreProcessor, StepContext, StoppingCriterion
 from aligned_llm.errors import (
     AlignedLLMError,
     InvalidSettingError,
@@ -60,9 +61,13 @@ __all__ = [
     "NonFiniteLogitsError",
     "Parameter",
     "PrincipleGain",
+    "Progress",
     "PromptTooLongError",
     "RowSpec",
+    "ScoreProcessor",
+    "StepContext",
     "StepScores",
+    "StoppingCriterion",
     "StreamDelta",
     "SweepResult",
     "SweepRun",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,13 +13,14 @@ from typing import Any, Literal, Union, overload
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicCache
 
 from aligned_llm.answer.constraint import Constraint
 from aligned_llm.answer.grammar import grammars_for
 from aligned_llm.answer.history import check_history
 from aligned_llm.answer.plan import AnswerPlan, plan_answer
 from aligned_llm.answer.reader import AnswerReading
-from aligned_llm.engine import Engine, EngineRequest, Sampling
+from aligned_llm.engine import KV_STORES, Engine, EngineRequest, Sampling, ScoreProcessor, StoppingCriterion
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
 from aligned_llm.generation import FollowUp, Generation, GenerationStream, Ticket
 from aligned_llm.loading import (
@@ -33,17 +35,17 @@ from aligned_llm.loading import (
 )
 from aligned_llm.methods import DecodingMethod
 from aligned_llm.parameters import Parameter
+from aligned_llm.planner import BatchBudget
 from aligned_llm.prompts import ChatFormat, Conversation, Prompt, normalize_prompts
 from aligned_llm.registry import registered_methods
 from aligned_llm.result import GenerationResult
 from aligned_llm.reward import attach_value_head, find_value_head
-from aligned_llm.scheduler import BatchBudget, PerCallRunner, Scheduler, Submission
+from aligned_llm.scheduler import Scheduler, Submission, request_shape
 from aligned_llm.settings import DecodeSettings
 from aligned_llm.setup import ADAPTERS_OFF, DPO_ADAPTER, POLICY, REFERENCE, REWARD, REWARD_ADAPTER, ModelSetup
 
 ModelSource = Union[str, os.PathLike[str], "AlignedLLM"]
-Batching = Literal["continuous", "per-call"]
-BATCHING_MODES: tuple[Batching, ...] = ("continuous", "per-call")
+KVStoreName = Literal["padded", "static"]
 CLOSE_TIMEOUT = Parameter(
     "timeout", float, None, "seconds close() waits for the batch thread (None: until it stops)", minimum=0.0
 )
@@ -58,11 +60,36 @@ def _check_same_tokenizer(parameter: str, base: PreTrainedTokenizerBase, other: 
         )
 
 
-def _check_batching(max_batch_rows: int, max_kv_tokens: int, batching: str) -> BatchBudget:
-    """The batch budget, once the batching options are known to be valid."""
-    if batching not in BATCHING_MODES:
-        raise InvalidSettingError("batching", f"must be one of {list(BATCHING_MODES)}, got {batching!r}")
+def _check_engine_options(max_batch_rows: int, max_kv_tokens: int, kv_store: str, batching: str | None) -> BatchBudget:
+    """The batch budget, once the engine options are known to be valid."""
+    if batching is not None:
+        if batching != "continuous":
+            raise InvalidSettingError(
+                "batching",
+                f"only 'continuous' remains (got {batching!r}); the per-call comparison runner lives in "
+                "benchmarks/per_call.py",
+            )
+        warnings.warn(
+            "AlignedLLM(batching=...) is deprecated and will be removed: continuous batching is the only engine",
+            FutureWarning,
+            stacklevel=3,
+        )
+    if kv_store not in KV_STORES:
+        raise InvalidSettingError("kv_store", f"must be one of {list(KV_STORES)}, got {kv_store!r}")
     return BatchBudget(max_batch_rows, max_kv_tokens)
+
+
+def _check_static_store(models: Sequence[PreTrainedModel]) -> None:
+    """The static store needs full-attention layers everywhere (no sliding windows, no recurrent state)."""
+    for model in models:
+        layers = DynamicCache(config=model.config).layers
+        kinds = {type(layer).__name__ for layer in layers}
+        if kinds != {"DynamicLayer"}:
+            raise InvalidSettingError(
+                "kv_store",
+                f"'static' needs full-attention layers, but {type(model).__name__} has {sorted(kinds)}; "
+                "use kv_store='padded'",
+            )
 
 
 class AlignedLLM:
@@ -85,7 +112,10 @@ class AlignedLLM:
         reward_model: PreTrainedModel | None = None,
         max_batch_rows: int = BatchBudget.max_rows,
         max_kv_tokens: int = BatchBudget.max_kv_tokens,
-        batching: Batching = "continuous",
+        kv_store: KVStoreName = "padded",
+        score_processors: Sequence[ScoreProcessor] = (),
+        stopping_criteria: Sequence[StoppingCriterion] = (),
+        batching: str | None = None,
     ) -> None:
         """Wrap loaded objects.
 
@@ -93,11 +123,14 @@ class AlignedLLM:
         ``tokenizer``; the loaders check it. ``max_batch_rows`` and ``max_kv_tokens`` bound the
         running batch (rows at once over all models; KV cache slots, rows × longest row):
         requests that do not fit wait for others to finish, and one that could never fit is
-        refused before any model work. ``batching="per-call"`` decodes each call as its own
-        batch instead (concurrent calls then interleave their forwards: the engine before
-        continuous batching, kept for comparison).
+        refused before any model work. ``kv_store`` picks how running rows keep their KV
+        caches: ``"padded"`` (``DynamicCache`` lanes) or ``"static"`` (a preallocated slot pool
+        with fixed shapes; full-attention models only); both give the same tokens (see
+        docs/performance.md for which is faster where). ``score_processors`` run after the
+        method and the grammar, ``stopping_criteria`` after the built-in ones (see
+        ``ScoreProcessor`` and ``StoppingCriterion``). ``batching`` is deprecated.
         """
-        self.budget = _check_batching(max_batch_rows, max_kv_tokens, batching)
+        self.budget = _check_engine_options(max_batch_rows, max_kv_tokens, kv_store, batching)
         """What the running batch may hold at once."""
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -109,14 +142,27 @@ class AlignedLLM:
         stop_ids = self.chat_format.stop_token_ids(generation_eos)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids[0] if stop_ids else 0)
         models = {POLICY: self.model, REFERENCE: self.reference, REWARD: self.reward_model}
+        loaded = {key: value for key, value in models.items() if value is not None}
+        if kv_store == "static":
+            _check_static_store(list(loaded.values()))
+        self.kv_store: KVStoreName = kv_store
         self._engine = Engine(
-            {key: value for key, value in models.items() if value is not None}, tokenizer, stop_ids, pad_id
+            loaded,
+            tokenizer,
+            stop_ids,
+            pad_id,
+            kv_store_name=kv_store,
+            score_processors=score_processors,
+            stopping_criteria=stopping_criteria,
         )
-        self.batching: Batching = batching
-        self._runner = Scheduler(self._engine, self.budget) if batching == "continuous" else PerCallRunner(self._engine)
+        self._runner = self._make_runner()
         self._running: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         """Cancel flags of the generations not yet finished (a stream's from its creation)."""
         self._running_lock = threading.Lock()
+
+    def _make_runner(self) -> Scheduler:
+        """What decodes the submissions: the continuous-batching scheduler (benchmarks swap in a per-call one)."""
+        return Scheduler(self._engine, self.budget)
 
     @classmethod
     def from_pretrained(
@@ -130,7 +176,10 @@ class AlignedLLM:
         reward_model: ModelSource | None = None,
         max_batch_rows: int = BatchBudget.max_rows,
         max_kv_tokens: int = BatchBudget.max_kv_tokens,
-        batching: Batching = "continuous",
+        kv_store: KVStoreName = "padded",
+        score_processors: Sequence[ScoreProcessor] = (),
+        stopping_criteria: Sequence[StoppingCriterion] = (),
+        batching: str | None = None,
     ) -> AlignedLLM:
         """Load a local folder (offline) or a hub id.
 
@@ -139,9 +188,10 @@ class AlignedLLM:
         the model without it the SFT side). ``reference``: the SFT model of a DPO model, for
         two-model AAD. ``reward_model``: PAD's PersRM — a model folder or hub id (with an
         optional ``value_head.safetensors``/``.bin``), or a LoRA adapter folder on the base.
-        ``max_batch_rows``, ``max_kv_tokens`` and ``batching`` go to the constructor.
+        ``max_batch_rows``, ``max_kv_tokens``, ``kv_store``, ``score_processors``,
+        ``stopping_criteria`` and ``batching`` go to the constructor.
         """
-        _check_batching(max_batch_rows, max_kv_tokens, batching)
+        _check_engine_options(max_batch_rows, max_kv_tokens, kv_store, batching)
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype, resolved_device)
         model, tokenizer = load_pretrained(name_or_path, device=resolved_device, dtype=resolved_dtype, adapter=adapter)
@@ -174,6 +224,9 @@ class AlignedLLM:
             reward_model=persrm,
             max_batch_rows=max_batch_rows,
             max_kv_tokens=max_kv_tokens,
+            kv_store=kv_store,
+            score_processors=score_processors,
+            stopping_criteria=stopping_criteria,
             batching=batching,
         )
 
@@ -403,8 +456,7 @@ class AlignedLLM:
                 )
             own = plan.for_conversation(constraint, conversation)
             request = EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed, own)
-            if self.batching == "continuous":
-                self.budget.check("prompt" if len(conversations) == 1 else f"prompt[{index}]", request)
+            self.budget.check("prompt" if len(conversations) == 1 else f"prompt[{index}]", request_shape(request))
             requests.append(request)
         return requests
 

@@ -38,6 +38,38 @@ def penalize_repeats(
     return scores - counts * frequency - (counts > 0).to(scores) * presence
 
 
+def sampling_logprobs(scores: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Log-softmax of ``scores / temperature``, everything outside the top-p nucleus at -inf (``temperature > 0``)."""
+    logprobs = torch.log_softmax(scores / temperature, dim=-1)
+    return logprobs.masked_fill(~nucleus_mask(logprobs, top_p), float("-inf"))
+
+
+def pick_tokens(
+    scores: torch.Tensor,
+    *,
+    sample: bool,
+    generators: list[torch.Generator] | None,
+    tie_break: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One token per row of ``scores`` (``[B, V]`` fp32): the argmax, or a draw from their softmax.
+
+    Draws are made on the CPU with one generator per request, so a seeded result does not
+    depend on the device or on which other requests share the batch. ``tie_break`` orders
+    exact ties in greedy mode (default: the lowest token id, as ``argmax`` does).
+    """
+    if not sample:
+        if tie_break is None:
+            return scores.argmax(dim=-1)
+        tied = scores == scores.max(dim=-1, keepdim=True).values
+        return tie_break.masked_fill(~tied, float("-inf")).argmax(dim=-1)
+    probs = torch.softmax(scores, dim=-1).cpu()
+    picks = [
+        torch.multinomial(probs[row], 1, generator=None if generators is None else generators[row])
+        for row in range(probs.shape[0])
+    ]
+    return torch.cat(picks).to(scores.device)
+
+
 def choose_tokens(
     scores: torch.Tensor,
     *,
@@ -46,22 +78,7 @@ def choose_tokens(
     generators: list[torch.Generator] | None,
     tie_break: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row of ``scores`` (``[B, V]`` fp32): argmax when temperature is 0.
-
-    Sampling draws from softmax(scores / temperature) restricted to the top-p nucleus, on the
-    CPU with one generator per request, so a seeded result does not depend on the device or
-    on which other requests share the batch. ``tie_break`` orders exact ties in greedy mode.
-    """
+    """Pick one token per row of ``scores``: argmax when temperature is 0, else a draw from the top-p nucleus."""
     if temperature == 0.0:
-        if tie_break is None:
-            return scores.argmax(dim=-1)
-        tied = scores == scores.max(dim=-1, keepdim=True).values
-        return tie_break.masked_fill(~tied, float("-inf")).argmax(dim=-1)
-    logprobs = torch.log_softmax(scores / temperature, dim=-1)
-    logprobs = logprobs.masked_fill(~nucleus_mask(logprobs, top_p), float("-inf"))
-    probs = torch.softmax(logprobs, dim=-1).cpu()
-    picks = [
-        torch.multinomial(probs[row], 1, generator=None if generators is None else generators[row])
-        for row in range(probs.shape[0])
-    ]
-    return torch.cat(picks).to(scores.device)
+        return pick_tokens(scores, sample=False, generators=None, tie_break=tie_break)
+    return pick_tokens(sampling_logprobs(scores, temperature, top_p), sample=True, generators=generators)

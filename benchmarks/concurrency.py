@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from per_call import PerCallLLM
 
 from aligned_llm import AlignedLLM
 
@@ -219,7 +220,7 @@ def main() -> None:
     pair = AlignedLLM.default(adapter="bundled", device=args.device, dtype=args.dtype)
     engines = {
         "continuous": pair,
-        "per-call": AlignedLLM(pair.model, pair.tokenizer, name=pair.name, batching="per-call"),
+        "per-call": PerCallLLM(pair.model, pair.tokenizer, name=pair.name),
     }
     for llm in engines.values():
         llm._engine.stop_token_ids = frozenset()  # every request decodes exactly --new-tokens tokens

@@ -150,7 +150,7 @@ def _peft_routed(run: Run) -> Run:
     """The same run with peft's per-adapter batch split (``adapter_names``) instead of the per-row LoRA gate."""
 
     def routed() -> int:
-        with mock.patch("aligned_llm.engine.lora_gate", return_value=None):
+        with mock.patch("aligned_llm.engine.kv.forward.lora_gate", return_value=None):
             return run()
 
     return routed

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-import aligned_llm.engine as engine_module
+import aligned_llm.engine.kv.padded as prefill_module
 from aligned_llm.testing import count_loop_ticks
 
 PROMPT = "Tell me a story about a lighthouse keeper."
@@ -69,7 +69,7 @@ def test_cancel_before_the_first_step_is_not_lost(tiny_llm, monkeypatch):
 
 
 def test_cancel_interrupts_a_long_prefill_between_chunks(tiny_llm, monkeypatch):
-    monkeypatch.setattr(engine_module, "PREFILL_CHUNK", 8)
+    monkeypatch.setattr(prefill_module, "PREFILL_CHUNK", 8)
     calls = []
     original = tiny_llm.model.forward
 
@@ -89,7 +89,7 @@ def test_chunked_prefill_decodes_like_one_forward(tiny_llm, monkeypatch, method)
     settings = {"method": method, "principle": PRINCIPLE, "max_new_tokens": 8}
     prompts = [PROMPT, "A much shorter one."]
     whole = tiny_llm.generate(prompts, **settings)
-    monkeypatch.setattr(engine_module, "PREFILL_CHUNK", 5)
+    monkeypatch.setattr(prefill_module, "PREFILL_CHUNK", 5)
     chunked = tiny_llm.generate(prompts, **settings)
     assert [r.token_ids for r in chunked] == [r.token_ids for r in whole]
 

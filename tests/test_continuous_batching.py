@@ -12,9 +12,10 @@ from typing import ClassVar
 
 import pytest
 import torch
+from per_call import PerCallLLM
 
-import aligned_llm.engine as engine_module
-import aligned_llm.scheduler as scheduler_module
+import aligned_llm.engine.kv.padded as prefill_module
+import aligned_llm.planner as planner_module
 from aligned_llm import (
     AlignedLLM,
     DecodingMethod,
@@ -122,7 +123,7 @@ def test_requests_of_every_method_arriving_mid_flight_decode_as_if_alone(tiny_pa
 
 
 def test_a_request_that_joins_prefills_in_chunks_while_the_batch_keeps_stepping(tiny_llm, monkeypatch):
-    monkeypatch.setattr(engine_module, "PREFILL_CHUNK", 6)
+    monkeypatch.setattr(prefill_module, "PREFILL_CHUNK", 6)
     long_prompt = "Tell me everything about " + "the old lighthouse and the sea, " * 6
     alone = _alone(tiny_llm, [(SHORT, {"max_new_tokens": 30}), (long_prompt, {"max_new_tokens": 6})])
     with recorded(tiny_llm.model, hold_at=2) as forwards:
@@ -163,7 +164,7 @@ def test_rows_on_a_second_model_and_on_the_first_share_steps(tiny_dir, tiny_refe
 def test_without_the_lora_gate_mixed_adapters_still_decode_as_if_alone(tiny_pair_llm, monkeypatch):
     cases = [MIXED[4], MIXED[0], MIXED[1]]
     alone = _alone(tiny_pair_llm, cases)
-    monkeypatch.setattr("aligned_llm.engine.lora_gate", lambda _model, _rows: None)
+    monkeypatch.setattr("aligned_llm.engine.kv.forward.lora_gate", lambda _model, _rows: None)
     generations = [tiny_pair_llm.submit(prompt, trace=True, **settings) for prompt, settings in cases]
     _same([generation.result() for generation in generations], alone)
 
@@ -276,7 +277,8 @@ def test_a_request_that_can_never_fit_is_refused_before_model_work(tiny_llm, mon
     [
         ({"max_batch_rows": 0}, "max_batch_rows"),
         ({"max_kv_tokens": 1.5}, "max_kv_tokens"),
-        ({"batching": "x"}, "batching"),
+        ({"batching": "per-call"}, "batching"),
+        ({"kv_store": "paged"}, "kv_store"),
     ],
 )
 def test_bad_batching_options_name_themselves(tiny_llm, tiny_dir, options, parameter):
@@ -359,7 +361,7 @@ def test_the_batch_thread_stops_when_idle_or_closed_and_starts_again(tiny_llm):
 def test_per_call_batching_decodes_the_same_tokens(tiny_pair_llm):
     cases = MIXED[:5]
     alone = _alone(tiny_pair_llm, cases)
-    per_call = AlignedLLM(tiny_pair_llm.model, tiny_pair_llm.tokenizer, batching="per-call")
+    per_call = PerCallLLM(tiny_pair_llm.model, tiny_pair_llm.tokenizer)
     with recorded(per_call.model) as forwards:
         generations = [per_call.submit(prompt, trace=True, **settings) for prompt, settings in cases]
         results = [generation.result() for generation in generations]
@@ -401,7 +403,7 @@ def test_requests_with_grammars_join_a_running_batch_of_free_ones(tiny_wide_llm)
 
 
 def test_a_burst_is_prefilled_in_parts_and_the_first_parts_decode_meanwhile(tiny_llm, monkeypatch):
-    monkeypatch.setattr(scheduler_module, "PREFILL_TOKENS", 100)  # two ~45-token prompts per prefill forward
+    monkeypatch.setattr(planner_module, "PREFILL_TOKENS", 100)  # two ~45-token prompts per prefill forward
     cases = [(f"{SHORT} ({n})", {"max_new_tokens": 8}) for n in range(5)]
     alone = _alone(tiny_llm, cases)
     with recorded(tiny_llm.model, hold_at=1) as forwards:

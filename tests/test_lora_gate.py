@@ -88,7 +88,7 @@ def test_aad_uses_the_gate_and_never_splits_the_batch(tiny_dir, tiny_adapter_dir
 def test_without_the_gate_aad_gives_the_same_tokens(tiny_dir, tiny_adapter_dir, monkeypatch):
     llm = AlignedLLM.from_pretrained(tiny_dir, adapter=tiny_adapter_dir)
     gated = llm.generate(PROMPTS, method="aad", alpha=0.1, max_new_tokens=8, trace=True)
-    monkeypatch.setattr("aligned_llm.engine.lora_gate", lambda _model, _rows: None)
+    monkeypatch.setattr("aligned_llm.engine.kv.forward.lora_gate", lambda _model, _rows: None)
     routed = llm.generate(PROMPTS, method="aad", alpha=0.1, max_new_tokens=8, trace=True)
     assert [r.token_ids for r in routed] == [r.token_ids for r in gated]
     for gated_result, routed_result in zip(gated, routed, strict=True):
