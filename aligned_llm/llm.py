@@ -60,7 +60,9 @@ def _check_same_tokenizer(parameter: str, base: PreTrainedTokenizerBase, other: 
         )
 
 
-def _check_engine_options(max_batch_rows: int, max_kv_tokens: int, kv_store: str, batching: str | None) -> BatchBudget:
+def _check_engine_options(
+    max_batch_rows: int, max_kv_tokens: int, kv_store: str, compile_step: bool, batching: str | None
+) -> BatchBudget:
     """The batch budget, once the engine options are known to be valid."""
     if batching is not None:
         if batching != "continuous":
@@ -76,6 +78,10 @@ def _check_engine_options(max_batch_rows: int, max_kv_tokens: int, kv_store: str
         )
     if kv_store not in KV_STORES:
         raise InvalidSettingError("kv_store", f"must be one of {list(KV_STORES)}, got {kv_store!r}")
+    if not isinstance(compile_step, bool):
+        raise InvalidSettingError("compile_step", f"must be True or False, got {compile_step!r}")
+    if compile_step and kv_store != "static":
+        raise InvalidSettingError("compile_step", "compiles the fixed-shape steps of kv_store='static' only")
     return BatchBudget(max_batch_rows, max_kv_tokens)
 
 
@@ -113,6 +119,7 @@ class AlignedLLM:
         max_batch_rows: int = BatchBudget.max_rows,
         max_kv_tokens: int = BatchBudget.max_kv_tokens,
         kv_store: KVStoreName = "padded",
+        compile_step: bool = False,
         score_processors: Sequence[ScoreProcessor] = (),
         stopping_criteria: Sequence[StoppingCriterion] = (),
         batching: str | None = None,
@@ -126,11 +133,12 @@ class AlignedLLM:
         refused before any model work. ``kv_store`` picks how running rows keep their KV
         caches: ``"padded"`` (``DynamicCache`` lanes) or ``"static"`` (a preallocated slot pool
         with fixed shapes; full-attention models only); both give the same tokens (see
-        docs/performance.md for which is faster where). ``score_processors`` run after the
+        docs/performance.md for which is faster where). ``compile_step`` compiles the static
+        store's decode forward (``torch.compile``; CUDA graphs on CUDA). ``score_processors`` run after the
         method and the grammar, ``stopping_criteria`` after the built-in ones (see
         ``ScoreProcessor`` and ``StoppingCriterion``). ``batching`` is deprecated.
         """
-        self.budget = _check_engine_options(max_batch_rows, max_kv_tokens, kv_store, batching)
+        self.budget = _check_engine_options(max_batch_rows, max_kv_tokens, kv_store, compile_step, batching)
         """What the running batch may hold at once."""
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -152,6 +160,7 @@ class AlignedLLM:
             stop_ids,
             pad_id,
             kv_store_name=kv_store,
+            compile_step=compile_step,
             score_processors=score_processors,
             stopping_criteria=stopping_criteria,
         )
@@ -177,6 +186,7 @@ class AlignedLLM:
         max_batch_rows: int = BatchBudget.max_rows,
         max_kv_tokens: int = BatchBudget.max_kv_tokens,
         kv_store: KVStoreName = "padded",
+        compile_step: bool = False,
         score_processors: Sequence[ScoreProcessor] = (),
         stopping_criteria: Sequence[StoppingCriterion] = (),
         batching: str | None = None,
@@ -188,10 +198,10 @@ class AlignedLLM:
         the model without it the SFT side). ``reference``: the SFT model of a DPO model, for
         two-model AAD. ``reward_model``: PAD's PersRM — a model folder or hub id (with an
         optional ``value_head.safetensors``/``.bin``), or a LoRA adapter folder on the base.
-        ``max_batch_rows``, ``max_kv_tokens``, ``kv_store``, ``score_processors``,
+        ``max_batch_rows``, ``max_kv_tokens``, ``kv_store``, ``compile_step``, ``score_processors``,
         ``stopping_criteria`` and ``batching`` go to the constructor.
         """
-        _check_engine_options(max_batch_rows, max_kv_tokens, kv_store, batching)
+        _check_engine_options(max_batch_rows, max_kv_tokens, kv_store, compile_step, batching)
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype, resolved_device)
         model, tokenizer = load_pretrained(name_or_path, device=resolved_device, dtype=resolved_dtype, adapter=adapter)
@@ -225,6 +235,7 @@ class AlignedLLM:
             max_batch_rows=max_batch_rows,
             max_kv_tokens=max_kv_tokens,
             kv_store=kv_store,
+            compile_step=compile_step,
             score_processors=score_processors,
             stopping_criteria=stopping_criteria,
             batching=batching,

@@ -21,6 +21,7 @@ Listener = Callable[[type[DecodingMethod]], None]
 _METHODS: dict[str, type[DecodingMethod]] = {}
 _LISTENERS: list[Listener] = []
 
+
 def _reserved_names() -> frozenset[str]:
     """The common settings' names (and ``method``), which no method parameter may take."""
     from aligned_llm.common_settings import COMMON_PARAMETERS

@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 ColourBy = Literal["signal", "kl"]
 Traced = GenerationResult | Sequence[TokenTrace] | Sequence[Mapping[str, object]]
 
+
 def signal_label(method: str) -> str:
     """What ``TokenTrace.signal`` means for ``method``: the registered method's own ``signal_label``."""
     cls = registered_methods().get(method)
     return cls.signal_label if cls is not None else "signal"
+
 
 _WHITE = (255, 255, 255)
 _RAISED = (178, 24, 43)

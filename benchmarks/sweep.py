@@ -86,8 +86,9 @@ def choose(result: Any, ratio: float) -> tuple[Any, float]:
         return min((p for p in result.points if p.point.kind == "grid"), key=lambda p: p.perplexity), limit
 
 
-def measure_cost(llm: AlignedLLM, case: Case, prompts: list[str], betas: tuple[float, ...], tokens: int,
-                 rounds: int) -> dict:
+def measure_cost(
+    llm: AlignedLLM, case: Case, prompts: list[str], betas: tuple[float, ...], tokens: int, rounds: int
+) -> dict:
     """Wall time of the same points decoded one after another (one ``generate`` per point), then as one sweep.
 
     The two alternate for ``rounds`` rounds on the same model; the ratio compares decoding only
@@ -227,10 +228,13 @@ def markdown(summary: dict[str, Any]) -> str:
         rounds = "; ".join(f"{t['one_by_one_s']:.1f} s vs {t['sweep_decode_s']:.1f} s ({t['ratio']:.2f}×; scoring "
                            f"+{t['sweep_s'] - t['sweep_decode_s']:.1f} s; load {t['load_before']:.1f}→"
                            f"{t['load_after']:.1f})" for t in cost["rounds"])  # fmt: skip
-        lines += ["", f"Cost: {cost['points']} points × {cost['prompts']} prompts × {meta['max_new_tokens']} new "
-                  f"tokens, decoded one point after another vs as one sweep: **{cost['speedup']:.2f}×** (median of "
-                  "rounds: "
-                  f"{rounds}; {meta['machine']}, {meta['dtype']}, {meta['torch_threads']} torch thread(s))"]
+        lines += [
+            "",
+            f"Cost: {cost['points']} points × {cost['prompts']} prompts × {meta['max_new_tokens']} new "
+            f"tokens, decoded one point after another vs as one sweep: **{cost['speedup']:.2f}×** (median of "
+            "rounds: "
+            f"{rounds}; {meta['machine']}, {meta['dtype']}, {meta['torch_threads']} torch thread(s))",
+        ]
     if summary.get("proxy"):
         lines += ["", "Principle-gain proxy against the checkers, over every answer of the run (AUC: how often a "
                   "passing answer scores above a failing one; 0.5 = chance)", "",
@@ -265,8 +269,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--no-cost", dest="cost", action="store_false", help="skip the one-by-one timing")
     parser.add_argument("--cost-rounds", type=int, default=2, help="alternating one-by-one/sweep timing rounds")
-    parser.add_argument("--cost-only", action="store_true",
-                        help="only the timing: writes OUT-cost.json and replaces the cost in OUT.json/OUT.md")
+    parser.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="only the timing: writes OUT-cost.json and replaces the cost in OUT.json/OUT.md",
+    )
     parser.add_argument("--out", help="write OUT.json, OUT-samples.jsonl, OUT.md and OUT.png")
     parser.add_argument("--validate-proxy", metavar="OUT",
                         help="instead of running: score OUT-samples.jsonl with the principle-gain proxy and add its "

@@ -75,7 +75,7 @@ GENERATE, VANILLA = "model.generate (greedy)", "aligned-llm vanilla"
 Run = Callable[[], int]
 
 
-def _random_model(architecture: str, llm: AlignedLLM) -> AlignedLLM:
+def random_model(architecture: str, llm: AlignedLLM) -> AlignedLLM:
     config = LlamaConfig(
         vocab_size=len(llm.tokenizer), max_position_embeddings=8192, tie_word_embeddings=False,
         bos_token_id=llm.model.config.bos_token_id, eos_token_id=llm.model.config.eos_token_id,
@@ -92,7 +92,7 @@ def _second_copy(llm: AlignedLLM) -> AlignedLLM:
     return AlignedLLM(llm.model, llm.tokenizer, reference=copy.deepcopy(llm.model))
 
 
-def _lora_pair(llm: AlignedLLM) -> AlignedLLM:
+def lora_pair(llm: AlignedLLM) -> AlignedLLM:
     """The model with a random r=8 LoRA on q/v as the DPO side: the bundled adapter's shape."""
     from peft import LoraConfig, get_peft_model
 
@@ -106,7 +106,7 @@ def prompt_rows(llm: AlignedLLM, prompts: list[str], **settings: object) -> list
     return [llm.encode_rows(normalize_prompts(p)[0][0], decode) for p in prompts]
 
 
-def _hf_generate(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Run:
+def hf_generate(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Run:
     pad = llm.tokenizer.pad_token_id
     ids, mask = left_pad([r[0] for r in prompt_rows(llm, prompts)], pad, llm.device)
     width = ids.shape[1]
@@ -122,15 +122,45 @@ def _hf_generate(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Run:
     return run
 
 
-def _library(llm: AlignedLLM, prompts: list[str], new_tokens: int, **settings: object) -> Run:
+def library_tokens(
+    llm: AlignedLLM, prompts: list[str], new_tokens: int, kv_store: str = "padded", compile_step: bool = False,
+    **settings: object,
+) -> Callable[[], list[tuple[int, ...]]]:  # fmt: skip
+    """Decode the prompts on ``Engine.run`` (one fixed batch, this thread); each prompt's token ids."""
     decode = DecodeSettings(max_new_tokens=new_tokens, **settings)
     requests = [EngineRequest(rows, new_tokens) for rows in prompt_rows(llm, prompts, **settings)]
     models = {"policy": llm.model, "reference": llm.reference, "reward": llm.reward_model}
     models = {key: model for key, model in models.items() if model is not None}
-    engine = Engine(models, llm.tokenizer, stop_token_ids=(), pad_token_id=llm.tokenizer.pad_token_id)
+    engine = Engine(
+        models, llm.tokenizer, stop_token_ids=(), pad_token_id=llm.tokenizer.pad_token_id,
+        kv_store_name=kv_store, compile_step=compile_step,
+    )  # fmt: skip
+
+    def run() -> list[tuple[int, ...]]:
+        events = engine.run(requests, llm.method_for(decode))
+        return [event.result.token_ids for event in events if event.result is not None]
+
+    return run
+
+
+def _library(llm: AlignedLLM, prompts: list[str], new_tokens: int, **options: object) -> Run:
+    decode = library_tokens(llm, prompts, new_tokens, **options)
+    return lambda: sum(len(tokens) for tokens in decode())
+
+
+def hf_static_compiled(llm: AlignedLLM, prompts: list[str], new_tokens: int) -> Run:
+    """``model.generate`` with transformers' static cache, which compiles the forward on CUDA (CUDA graphs)."""
+    pad = llm.tokenizer.pad_token_id
+    ids, mask = left_pad([r[0] for r in prompt_rows(llm, prompts)], pad, llm.device)
+    width = ids.shape[1]
 
     def run() -> int:
-        return sum(e.result.output_tokens for e in engine.run(requests, llm.method_for(decode)) if e.result is not None)
+        with torch.inference_mode():
+            out = llm.model.generate(
+                input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, pad_token_id=pad, cache_implementation="static",
+            )  # fmt: skip
+        return (out.shape[1] - width) * len(prompts)
 
     return run
 
@@ -161,15 +191,44 @@ def _pairs(llm: AlignedLLM, prompts: list[str], **settings: object) -> list[tupl
     return [(rows[0], rows[1]) for rows in prompt_rows(llm, prompts, **settings)]
 
 
+STORE_VARIANTS = {
+    "padded": {},
+    "static": {"kv_store": "static"},
+    "static-compiled": {"kv_store": "static", "compile_step": True},
+}
+"""The engine variants ``--stores`` adds beside the padded eager engine (vanilla, OPAD, PAD and AAD on each)."""
+
+
+def store_configurations(
+    llm: AlignedLLM, pair: AlignedLLM, prompts: list[str], new_tokens: int, variant: str
+) -> dict[str, Run]:
+    """The library's methods on one engine variant (``STORE_VARIANTS``)."""
+    options = STORE_VARIANTS[variant]
+    return {
+        f"aligned-llm vanilla [{variant}]": _library(llm, prompts, new_tokens, **options),
+        f"aligned-llm OPAD [{variant}]": _library(
+            llm, prompts, new_tokens, method="opad", principle=PRINCIPLE, **options
+        ),
+        f"aligned-llm PAD [{variant}]": _library(llm, prompts, new_tokens, method="pad", profile=PROFILE, **options),
+        f"aligned-llm AAD LoRA [{variant}]": _library(pair, prompts, new_tokens, method="aad", **options),
+    }
+
+
 def configurations(
-    llm: AlignedLLM, pair: AlignedLLM, two_models: AlignedLLM, prompts: list[str], new_tokens: int, peers: bool
+    llm: AlignedLLM,
+    pair: AlignedLLM,
+    two_models: AlignedLLM,
+    prompts: list[str],
+    new_tokens: int,
+    peers: bool,
+    stores: tuple[str, ...] = (),
 ) -> dict[str, Run]:
     """Every decoder measured at one batch size, in display order."""
     opad_pairs = _pairs(llm, prompts, method="opad", principle=PRINCIPLE)
     pad_pairs = _pairs(llm, prompts, method="pad", profile=PROFILE)
     pad_id = llm.tokenizer.pad_token_id
     configs: dict[str, Run] = {
-        GENERATE: _hf_generate(llm, prompts, new_tokens),
+        GENERATE: hf_generate(llm, prompts, new_tokens),
         VANILLA: _library(llm, prompts, new_tokens),
         "aligned-llm vanilla (running batch)": _running_batch(llm, prompts, new_tokens),
         "aligned-llm OPAD": _library(llm, prompts, new_tokens, method="opad", principle=PRINCIPLE),
@@ -190,6 +249,8 @@ def configurations(
         routed = _peft_routed(_library(pair, prompts, new_tokens, method="aad"))
         configs["AAD, LoRA pair via peft adapter_names"] = routed
     configs["aligned-llm AAD (two models)"] = _library(two_models, prompts, new_tokens, method="aad")
+    for variant in stores:
+        configs.update(store_configurations(llm, pair, prompts, new_tokens, variant))
     return configs
 
 
@@ -289,14 +350,17 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-peers", action="store_true", help="skip the authors' loops and transformers' CFG")
+    parser.add_argument(
+        "--stores", default="", help=f"engine variants to add, comma-separated: {', '.join(STORE_VARIANTS)}"
+    )
     parser.add_argument("--out", help="write OUT.json, OUT.md and OUT.png (e.g. docs/results/throughput-cpu-bf16)")
     args = parser.parse_args()
 
     options = {"device": args.device, "dtype": args.dtype}
     llm = AlignedLLM.from_pretrained(args.model, **options) if args.model else AlignedLLM.default(**options)
     if args.architecture:
-        llm = _random_model(args.architecture, llm)
-    pair, two_models = _lora_pair(llm), _second_copy(llm)
+        llm = random_model(args.architecture, llm)
+    pair, two_models = lora_pair(llm), _second_copy(llm)
     parameters = sum(p.numel() for p in llm.model.parameters())
     header = (f"model={llm.name} ({parameters / 1e6:.0f}M params) device={llm.device} dtype={llm.model.dtype} "
               f"torch={torch.__version__} threads={torch.get_num_threads()} "
@@ -306,7 +370,8 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
-        configs = configurations(llm, pair, two_models, prompts, args.new_tokens, peers=not args.no_peers)
+        stores = tuple(name for name in args.stores.split(",") if name)
+        configs = configurations(llm, pair, two_models, prompts, args.new_tokens, not args.no_peers, stores)
         results = measure(configs, args.repeats, llm.device)
         for name, result in results.items():
             rows.append({"batch": batch, "config": name, **result,

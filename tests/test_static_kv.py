@@ -111,3 +111,19 @@ def test_the_static_store_is_refused_for_sliding_window_models(tokenizer):
         AlignedLLM(model, tokenizer, kv_store="static")
     assert raised.value.parameter == "kv_store"
     assert "padded" in str(raised.value)
+
+
+def test_the_compiled_static_step_gives_the_same_tokens(tiny_llm):
+    cases = [(SHORT, {"max_new_tokens": 6}), ("Hi", {"method": "opad", "principle": PRINCIPLE, "max_new_tokens": 6})]
+    compiled = _static(tiny_llm, compile_step=True)
+    _same(_alone(compiled, cases), _alone(tiny_llm, cases))
+
+
+@pytest.mark.parametrize(
+    ("options", "parameter"),
+    [({"compile_step": True}, "compile_step"), ({"kv_store": "static", "compile_step": "yes"}, "compile_step")],
+)
+def test_bad_engine_options_name_themselves(tiny_llm, options, parameter):
+    with pytest.raises(InvalidSettingError) as raised:
+        AlignedLLM(tiny_llm.model, tiny_llm.tokenizer, **options)
+    assert raised.value.parameter == parameter

@@ -48,13 +48,14 @@ class Engine:
         pad_token_id: int,
         *,
         kv_store_name: str = "padded",
+        compile_step: bool = False,
         score_processors: Sequence[ScoreProcessor] = (),
         stopping_criteria: Sequence[StoppingCriterion] = (),
     ) -> None:
         self.models = dict(models)
         self.tokenizer = tokenizer
         self.pad_token_id = pad_token_id
-        self.store = kv_store(kv_store_name, pad_token_id)
+        self.store = kv_store(kv_store_name, pad_token_id, compile_step)
         self.processors = processor_list(score_processors)
         self._extra_stopping = tuple(stopping_criteria)
         self.stop_token_ids = frozenset(stop_token_ids)

@@ -269,5 +269,3 @@ def _values(name: str, text: str) -> list[Any]:
 def _option(point: Any) -> str:
     mark = "★ " if point.pareto else "   "
     return f"{mark}{point.label}: adherence {point.adherence:.3f}, perplexity {point.perplexity:.2f}"
-
-

@@ -11,9 +11,9 @@ KV_STORES = ("padded", "static")
 """``padded``: ``DynamicCache`` lanes (shapes change every step); ``static``: a preallocated slot pool."""
 
 
-def kv_store(name: str, pad_id: int) -> KVStore:
-    """The store called ``name`` (one of :data:`KV_STORES`)."""
-    return StaticStore(pad_id) if name == "static" else PaddedStore()
+def kv_store(name: str, pad_id: int, compiled: bool = False) -> KVStore:
+    """The store called ``name`` (one of :data:`KV_STORES`); ``compiled`` (static only) compiles decode forwards."""
+    return StaticStore(pad_id, compiled) if name == "static" else PaddedStore()
 
 
 __all__ = [

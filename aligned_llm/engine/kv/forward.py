@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -54,7 +54,12 @@ def adapter_routing(model: PreTrainedModel, adapters: Sequence[str | None]) -> I
         yield {}
 
 
-def forward_rows(model: PreTrainedModel, adapters: Sequence[str | None], **inputs: object) -> object:
-    """``model(**inputs)`` under its lock, in inference mode, each row on its adapter."""
+def forward_rows(
+    model: PreTrainedModel,
+    adapters: Sequence[str | None],
+    call: Callable[..., object] | None = None,
+    **inputs: object,
+) -> object:
+    """``model(**inputs)`` (or ``call``: its compiled forward) under its lock, in inference mode, rows on adapters."""
     with model_lock(model), torch.inference_mode(), adapter_routing(model, adapters) as kwargs:
-        return model(**inputs, use_cache=True, **kwargs)
+        return (call or model)(**inputs, use_cache=True, **kwargs)

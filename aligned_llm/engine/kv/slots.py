@@ -28,6 +28,7 @@ put across a run.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import torch
 from transformers import PreTrainedModel
@@ -80,9 +81,11 @@ class SlotPool:
 class SlotPools:
     """Free pools per model, kept between lanes so a run reuses one allocation (and its addresses)."""
 
-    def __init__(self) -> None:
+    def __init__(self, static_addresses: bool = False) -> None:
         self._free: dict[int, SlotPool] = {}
         self._lock = threading.Lock()
+        self.static_addresses = static_addresses
+        """Mark new pools as static addresses for CUDA graphs (``torch._dynamo.mark_static_address``)."""
 
     def take(
         self, model: PreTrainedModel, like: list[tuple[torch.Tensor, torch.Tensor]], slots: int, positions: int
@@ -94,7 +97,11 @@ class SlotPools:
             return pool
         if pool is not None:
             slots, positions = max(slots, pool.slots), max(positions, pool.positions)
-        return SlotPool.allocate(like, row_bucket(slots), -(-positions // LENGTH_QUANTUM) * LENGTH_QUANTUM)
+        pool = SlotPool.allocate(like, row_bucket(slots), -(-positions // LENGTH_QUANTUM) * LENGTH_QUANTUM)
+        if self.static_addresses:
+            for tensor in (*pool.keys, *pool.values):
+                torch._dynamo.mark_static_address(tensor)
+        return pool
 
     def give_back(self, model: PreTrainedModel, pool: SlotPool) -> None:
         """Keep ``pool`` for the next lane of ``model`` (the larger one if two are handed back)."""
@@ -126,14 +133,19 @@ class _SlotWriter:
 class SlotLane(KVLane):
     """Rows in the first slots of a :class:`SlotPool`; one token each per step, written in place."""
 
-    def __init__(self, model: PreTrainedModel, pools: SlotPools, pad_id: int) -> None:
+    def __init__(
+        self, model: PreTrainedModel, pools: SlotPools, pad_id: int, call: Callable[..., object] | None = None
+    ) -> None:
         self.model = model
+        self.call = call
         self.adapters = []
         self.pools = pools
         self.pad_id = pad_id
         self.pool: SlotPool | None = None
         self.lengths: list[int] = []
-        """Positions each row has written (its next token's position), kept on the host: no sync per step."""
+        """Positions each row has written (its next token's position), on the host: no sync per step."""
+        self.positions: torch.Tensor | None = None
+        """The same on the device, one per slot (0 on free slots): copied at joins and leaves, stepped in place."""
         self.spans = []
 
     @property
@@ -142,12 +154,12 @@ class SlotLane(KVLane):
 
     def step(self, input_ids: torch.Tensor) -> torch.Tensor:
         assert self.pool is not None
+        assert self.positions is not None
         rows = self.rows
         bucket = row_bucket(rows)
         device = self.pool.keys[0].device
         attended = length_bucket(max(self.lengths) + 1, self.pool.positions)
-        padding = [0] * (bucket - rows)
-        positions = torch.tensor(self.lengths + padding, dtype=torch.long, device=device)
+        positions = self.positions[:bucket]
         ids = torch.full((bucket,), self.pad_id, dtype=torch.long, device=device)
         ids[:rows] = input_ids.to(device)
         dtype = self.pool.keys[0].dtype
@@ -157,12 +169,15 @@ class SlotLane(KVLane):
         output = forward_rows(
             self.model,
             self.adapters + [None] * (bucket - rows),
+            self.call,
             input_ids=ids.unsqueeze(-1),
             attention_mask=mask,
             position_ids=positions.unsqueeze(-1),
             cache=_SlotWriter(self.pool, bucket, attended, positions),
         )
         self.lengths = [length + 1 for length in self.lengths]
+        with torch.inference_mode():
+            self.positions[:rows] += 1
         return output.logits[:rows, -1].float()
 
     def keep(self, rows: list[int]) -> None:
@@ -177,7 +192,8 @@ class SlotLane(KVLane):
         self.adapters = [self.adapters[row] for row in rows]
         if not rows and self.pool is not None:
             self.pools.give_back(self.model, self.pool)
-            self.pool = None
+            self.pool, self.positions = None, None
+        self._copy_positions()
 
     def extend(self, other: KVLane) -> None:
         """Copy a prefilled lane's rows (left-padded ``DynamicCache``) into the next free slots."""
@@ -198,6 +214,15 @@ class SlotLane(KVLane):
         self.lengths += lengths
         self.spans += spans
         self.adapters = self.adapters + other.adapters
+        self._copy_positions()
+
+    def _copy_positions(self) -> None:
+        """Put the host's row lengths on the device, zeros on the free slots (at joins and leaves only)."""
+        if self.pool is None:
+            return
+        padding = [0] * (self.pool.slots - self.rows)
+        with torch.inference_mode():
+            self.positions = torch.tensor(self.lengths + padding, dtype=torch.long).to(self.pool.keys[0].device)
 
     def _reserve(self, like: list[tuple[torch.Tensor, torch.Tensor]], rows: int, positions: int) -> None:
         """Make the pool hold ``rows`` slots of ``positions`` positions, keeping the running rows."""
@@ -214,15 +239,30 @@ class SlotLane(KVLane):
 
 
 class StaticStore(KVStore):
-    """Running lanes are :class:`SlotLane`s; their pools are kept per model between lanes."""
+    """Running lanes are :class:`SlotLane`s; their pools are kept per model between lanes.
+
+    With ``compiled``, each model's decode forward is ``torch.compile``d once per shape bucket
+    (on CUDA with ``mode="reduce-overhead"``: CUDA graphs, the pools marked as static addresses).
+    """
 
     name = "static"
 
-    def __init__(self, pad_id: int) -> None:
+    def __init__(self, pad_id: int, compiled: bool = False) -> None:
         self.pad_id = pad_id
-        self.pools = SlotPools()
+        self.pools = SlotPools(static_addresses=compiled)
+        self.compiled = compiled
+        self._forwards: dict[int, Callable[..., object]] = {}
 
     def adopt(self, prefilled: KVLane) -> KVLane:
-        lane = SlotLane(prefilled.model, self.pools, self.pad_id)
+        lane = SlotLane(prefilled.model, self.pools, self.pad_id, self.decode_forward(prefilled.model))
         lane.extend(prefilled)
         return lane
+
+    def decode_forward(self, model: PreTrainedModel) -> Callable[..., object] | None:
+        """The compiled forward of ``model`` (built once), or ``None`` to run it eagerly."""
+        if not self.compiled:
+            return None
+        if id(model) not in self._forwards:
+            mode = "reduce-overhead" if model.device.type == "cuda" else None
+            self._forwards[id(model)] = torch.compile(model.forward, dynamic=False, mode=mode)
+        return self._forwards[id(model)]
