@@ -178,7 +178,9 @@ class SlotLane(KVLane):
         self.lengths = [length + 1 for length in self.lengths]
         with torch.inference_mode():
             self.positions[:rows] += 1
-        return output.logits[:rows, -1].float()
+            logits = output.logits[:rows, -1].float()
+            # a CUDA graph's outputs are overwritten by its next replay: keep a copy of our own
+            return logits if self.call is None else logits.clone()
 
     def keep(self, rows: list[int]) -> None:
         """Keep ``rows``, moving them up to the first slots (no copy when only the last rows leave)."""
