@@ -39,10 +39,12 @@ failure of small models)."""
 GRAMMAR_CACHE_SIZE = 32
 """Most compiled grammars kept per tokenizer; the least recently used one is dropped first.
 
-A compiled grammar holds per-token tables of its rules (a few MB for a tool's schema on a
-49k-token vocabulary; 60 distinct response formats once added 194 MB to a server), so a
-server that sees many distinct formats must not keep them all. Agents send the same tools at
-every turn: 32 covers many agents at once; a format dropped is compiled again when it returns."""
+A compiled grammar holds per-token tables of its rules: 1.2 MB for a 3-property response format
+and 2.3 MB for a 200-property one on the bundled model's 49k-token vocabulary (measured with
+``CompiledGrammar.memory_size_bytes``), more on larger vocabularies; 60 distinct response formats
+once added 194 MB to a server that kept them all. 32 grammars stay under about 100 MB there,
+while agents, which send the same tools at every turn, keep theirs; a format dropped is
+compiled again when it returns."""
 _LOOSE_STRING_CHARACTER = r"[^\"\\\r\n]"
 _STRICT_STRING_CHARACTER = r"[^\0-\x1f\"\\\r\n]"
 _NUMBER_BOUNDS = (
