@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from aligned_llm import AlignedLLM, InvalidSettingError, PromptTooLongError
+from aligned_llm import AlignedLLM, DecodeSettings, InvalidSettingError, PromptTooLongError
 from aligned_llm.answer import grammar
+from aligned_llm.answer.budget import TokenSpelling
 from aligned_llm.answer.grammar import GRAMMAR_CACHE_SIZE, Grammars
 from aligned_llm.answer.spec import ResponseFormat
 from tests.serving import counting_forwards
@@ -203,3 +204,41 @@ def test_a_call_that_fits_is_not_ended_early(tiny_wide_llm):
     )  # fmt: skip
     assert result.finish_reason == "tool_calls"
     assert [call.name for call in result.tool_calls] == ["weather"]
+
+
+def _state_after(llm: AlignedLLM, text: str, budget_after: int, **settings: Any) -> Any:
+    """The constraint state of ``settings`` after the tokens of ``text``, with ``budget_after`` tokens left."""
+    tokens = llm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    constraint = llm._constraint(llm.answer_plan(DecodeSettings(**settings)), len(tokens) + budget_after)
+    state = constraint.start()
+    for token in tokens:
+        state.accept(token)
+    return state
+
+
+def test_a_call_that_completes_in_the_budget_is_not_cut_though_its_envelope_cannot_close(tiny_wide_llm):
+    """One ``}`` completes the call (the reader keeps it) though ``}]}`` is forced: one token left is enough."""
+    state = _state_after(tiny_wide_llm, '{"tool_calls": [{"name": "f", "arguments": {}', 1,
+                         tools=[tool("f", {"type": "object", "properties": {}})], tool_choice="required")  # fmt: skip
+    assert state.matcher.find_jump_forward_string() == "}]}"
+    assert (state.tokens_needed(), state.cut) == (1, False)
+
+
+def test_json_whose_forced_rest_cannot_fit_is_cut(tiny_wide_llm):
+    schema = {"type": "object", "properties": {"a": FIXED_ANSWER}, "required": ["a"]}
+    state = _state_after(tiny_wide_llm, '{"a": ', 3, response_format=json_schema(schema))
+    assert state.tokens_needed() > 3
+    assert state.cut and state.finished
+    roomy = _state_after(tiny_wide_llm, '{"a": ', 40, response_format=json_schema(schema))
+    assert not roomy.cut and not roomy.finished
+
+
+@pytest.mark.parametrize(
+    ("text", "fewest"),
+    [(b"", 0), (b"abcd", 2), (b"xy", 1), (b"ac", 2), (b"abcab", 2), (b"q", 1), (b"aq", 2)],
+    ids=["nothing", "the longest first token is not the best", "the last runs past the end", "no token spans it",
+         "two of three", "unwritable: its length", "half unwritable"],
+)  # fmt: skip
+def test_the_fewest_tokens_that_write_a_text(text, fewest):
+    spelling = TokenSpelling([b"a", b"ab", b"abc", b"c", b"cd", b"cab", b"x", b"xyz", b""])
+    assert spelling.fewest_tokens(text) == fewest

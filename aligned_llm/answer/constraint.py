@@ -24,12 +24,13 @@ Four rules beyond the grammar:
   the length limit, and agents loop; the reader drops the repeats and, when nothing is left,
   asks for a prose answer);
 - **no answer that cannot complete** (``must_complete``: a response format, or
-  ``tool_choice="required"``/a named tool): after every token, the fewest tokens that can write
-  what the grammar forces next (``answer.budget``) are compared with the tokens left; when they
-  do not fit, the answer ends at once (:attr:`ConstraintState.cut`, read back as
-  ``finish_reason="length"``) instead of spending the rest of ``max_new_tokens`` on an answer
-  that would be cut anyway. Before any work, a request whose answer cannot even start to fit is
-  refused (:meth:`Constraint.tokens_needed_first`).
+  ``tool_choice="required"``/a named tool): until the answer holds a complete call, after every
+  token the fewest tokens that can write what the grammar forces next (``answer.budget``; up to
+  where a call completes, the reader keeping complete calls of a cut block) are compared with
+  the tokens left; when they do not fit, the answer ends at once (:attr:`ConstraintState.cut`,
+  read back as ``finish_reason="length"``) instead of spending the rest of ``max_new_tokens`` on
+  an answer that would be cut anyway. Before any work, a request whose answer cannot even start
+  to fit is refused (:meth:`Constraint.tokens_needed_first`).
 """
 
 from __future__ import annotations
@@ -200,23 +201,41 @@ class ConstraintState:
         return self._calls > 0 and left < self.constraint.min_call_tokens
 
     def tokens_needed(self) -> int:
-        """A lower bound of the tokens the answer still needs: the fewest that write what the grammar forces next."""
+        """A lower bound of the tokens the answer still needs to be of use.
+
+        The fewest tokens that write what the grammar forces next, or, when a call the reader
+        keeps completes inside that forced text, the fewest that write it up to that point.
+        """
         spelling = self.constraint.spelling
         if spelling is None:
             return 0
-        return spelling.fewest_tokens(self.matcher.find_jump_forward_string().encode())
+        forced = self.matcher.find_jump_forward_string()
+        return spelling.fewest_tokens(self._until_a_call_completes(forced).encode())
+
+    def _until_a_call_completes(self, forced: str) -> str:
+        """The shortest start of ``forced`` after which one more call is complete (``forced`` when none is)."""
+        fmt = self.constraint.fmt
+        if fmt is None:
+            return forced
+        written, tools = self._text.decode("utf-8", "replace"), self.constraint.tools
+        for end, character in enumerate(forced, start=1):
+            if character in "}>" and len(fmt.complete_calls(written + forced[:end], tools)) > self._calls:
+                return forced[:end]
+        return forced
 
     def accept(self, token: int) -> None:
         """Advance the grammar with the chosen token, and the span, call and budget tracking with its bytes."""
         if not self.matcher.accept_token(token):
             raise RuntimeError(f"the grammar rejected token {token}, which its own mask allowed")
         self.generated += 1
+        if token < len(self.constraint.token_bytes):
+            self._track(token, self.constraint.token_bytes[token])
         left = self.constraint.max_new_tokens - self.generated
-        if self.constraint.must_complete and left > 0 and not self.matcher.is_terminated():
+        if self.constraint.must_complete and self._calls == 0 and left > 0 and not self.matcher.is_terminated():
             self.cut = self.tokens_needed() > left
-        if token >= len(self.constraint.token_bytes):
-            return
-        piece = self.constraint.token_bytes[token]
+
+    def _track(self, token: int, piece: bytes) -> None:
+        """The calibrated decision, the text written and the calls complete, after ``token`` (its bytes ``piece``)."""
         decision = self.constraint.decision
         if self.deciding and decision is not None:
             if bool(decision.call_tokens[self._text][token]):
