@@ -120,7 +120,9 @@ def test_a_body_nested_too_deeply_to_parse_is_a_400(base_url):
         f"{base_url}{CHAT_URL}", content=body, headers={"content-type": "application/json"}, timeout=WAIT_S
     )
     assert response.status_code == 400
-    assert response.json()["error"]["type"] == "invalid_request_error"
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "nests deeper than the JSON parser reads" in error["message"] and "at most 64" in error["message"]
 
 
 def test_metadata_and_user_are_accepted_and_ignored(base_url):
