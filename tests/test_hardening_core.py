@@ -24,7 +24,7 @@ from aligned_llm import AlignedLLM, DecodeSettings, InvalidSettingError, PromptT
 from aligned_llm.answer import grammar
 from aligned_llm.answer.budget import TokenSpelling
 from aligned_llm.answer.grammar import GRAMMAR_CACHE_SIZE, Grammars
-from aligned_llm.answer.spec import ResponseFormat
+from aligned_llm.answer.spec import AnswerSpec, ResponseFormat
 from tests.serving import counting_forwards
 
 
@@ -163,7 +163,7 @@ def test_the_grammar_cache_keeps_the_most_recent_formats_and_drops_the_oldest(ti
 
     def tag(index: int) -> Any:
         schema = {"type": "object", "properties": {f"field_{index}": {"type": "integer"}}}
-        return grammar.structural_tag(grammar.AnswerSpec(response=ResponseFormat(schema)), None)
+        return grammar.structural_tag(AnswerSpec(response=ResponseFormat(schema)), None)
 
     for index in range(GRAMMAR_CACHE_SIZE + 1):
         grammars.compile_tag(tag(index))
