@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Union, overload
 
@@ -335,10 +336,13 @@ class AlignedLLM:
     ) -> GenerationResult | list[GenerationResult]:
         """:meth:`generate` without blocking the event loop (no thread is spent waiting).
 
-        Settings are checked at once; cancelling the awaiting task stops decoding at its next
-        step and waits until the generation has left the batch.
+        The checks and the preparation (rendering, tokenising, compiling a grammar) run in a
+        worker thread, so a request with a large tool schema never holds up the event loop; a
+        bad setting raises here as in :meth:`generate`. Cancelling the awaiting task stops
+        decoding at its next step and waits until the generation has left the batch.
         """
-        return await self.submit(prompt, **settings)
+        job = await asyncio.to_thread(self._prepare, prompt, settings)
+        return await self._submit(job)
 
     def submit(self, prompt: Prompt | Sequence[Prompt], **settings: Any) -> Generation:
         """Start decoding in the running batch and return at once; what :meth:`generate` and :meth:`agenerate` wait on.
@@ -348,7 +352,10 @@ class AlignedLLM:
         ``.result()`` or ``await``, and stops it with ``.cancel()``. Concurrent submissions,
         from any thread or event loop, share the forwards of one running batch.
         """
-        job = self._prepare(prompt, settings)
+        return self._submit(self._prepare(prompt, settings))
+
+    def _submit(self, job: _Job) -> Generation:
+        """Start a checked job in the running batch."""
         cancel = threading.Event()
         self._register(cancel)
         return Generation(self._start(job, cancel, keep_events=False))
@@ -430,16 +437,24 @@ class AlignedLLM:
         self._prepare(prompt, settings)
 
     def _prepare(self, prompt: Prompt | Sequence[Prompt], settings: Mapping[str, Any]) -> _Job:
-        """Check the settings, build the method and render every prompt: all before any model work."""
+        """Check the settings, build the method and render every prompt: all before any model work.
+
+        The cheap checks come first (settings, histories, every prompt's length and the batch
+        budget); grammars are compiled only for a request that passed them, and last the answer's
+        shortest completion is checked against ``max_new_tokens``.
+        """
         decode_settings = DecodeSettings(**settings)
         conversations, is_batch = normalize_prompts(prompt)
         decoding = self.method_for(decode_settings)
         plan = self.answer_plan(decode_settings)
         for index, conversation in enumerate(conversations):
             check_history(conversation, decode_settings.output.tools, "prompt" if not is_batch else f"prompt[{index}]")
-        requests = self._requests(conversations, decode_settings, decoding, plan)
         prose = plan.prose()
-        follow_ups = None if prose is None else self._requests(conversations, decode_settings, decoding, prose)
+        requests = self._rendered(conversations, decode_settings, decoding, plan)
+        follow_ups = None if prose is None else self._rendered(conversations, decode_settings, decoding, prose)
+        requests = self._constrained(requests, conversations, decode_settings, decoding, plan)
+        if follow_ups is not None and prose is not None:
+            follow_ups = self._constrained(follow_ups, conversations, decode_settings, decoding, prose)
         return _Job(requests, decoding, decode_settings, is_batch, plan, conversations, follow_ups)
 
     def _requests(
@@ -449,12 +464,17 @@ class AlignedLLM:
         decoding: DecodingMethod,
         plan: AnswerPlan | None = None,
     ) -> list[EngineRequest]:
-        """Render and check every prompt before any model work starts."""
+        """The checked engine requests of ``conversations`` under one plan: rendered, then constrained."""
         plan = plan or self.answer_plan(settings)
+        rendered = self._rendered(conversations, settings, decoding, plan)
+        return self._constrained(rendered, conversations, settings, decoding, plan)
+
+    def _rendered(
+        self, conversations: list[Conversation], settings: DecodeSettings, decoding: DecodingMethod, plan: AnswerPlan
+    ) -> list[EngineRequest]:
+        """Render every prompt and check its length and the batch budget (no grammar yet: see :meth:`_constrained`)."""
         requests = []
         window = self.context_window
-        decision_row = next((index for index, row in enumerate(decoding.rows) if not row.guided), 0)
-        constraint = self._constraint(plan, settings.max_new_tokens, decision_row)
         for index, conversation in enumerate(conversations):
             rows = self.encode_rows(conversation, settings, decoding, plan)
             longest = max(len(ids) for ids in rows)
@@ -465,11 +485,35 @@ class AlignedLLM:
                     f"is {longest} tokens and max_new_tokens is {settings.max_new_tokens}, but the model's context "
                     f"window is {window} tokens: shorten the prompt or lower max_new_tokens",
                 )
-            own = plan.for_conversation(constraint, conversation)
-            request = EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed, own)
+            request = EngineRequest(rows, settings.max_new_tokens, settings.stop, settings.seed)
             self.budget.check("prompt" if len(conversations) == 1 else f"prompt[{index}]", request_shape(request))
             requests.append(request)
         return requests
+
+    def _constrained(
+        self,
+        requests: list[EngineRequest],
+        conversations: list[Conversation],
+        settings: DecodeSettings,
+        decoding: DecodingMethod,
+        plan: AnswerPlan,
+    ) -> list[EngineRequest]:
+        """``requests`` with the grammar of ``plan`` (compiled once, cached), refused if its answer cannot fit."""
+        decision_row = next((index for index, row in enumerate(decoding.rows) if not row.guided), 0)
+        constraint = self._constraint(plan, settings.max_new_tokens, decision_row)
+        if constraint is None:
+            return requests
+        needed = constraint.tokens_needed_first()
+        if needed > settings.max_new_tokens:
+            answer = "the response format's JSON" if plan.spec.response is not None else "a tool call"
+            raise InvalidSettingError(
+                "max_new_tokens",
+                f"is {settings.max_new_tokens}, but {answer} needs at least {needed} tokens: raise it",
+            )
+        return [
+            replace(request, constraint=plan.for_conversation(constraint, conversation))
+            for request, conversation in zip(requests, conversations, strict=True)
+        ]
 
     def _constraint(self, plan: AnswerPlan, max_new_tokens: int, decision_row: int = 0) -> Constraint | None:
         """The grammar and rules of ``plan`` for this tokenizer (compiled once, cached)."""

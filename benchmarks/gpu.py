@@ -89,9 +89,11 @@ def run_model(llm: AlignedLLM, args: argparse.Namespace, cuda: bool, deadline: f
         if batch <= 8:
             methods = store_configurations(llm, pair, prompts, args.new_tokens, fastest)
             configs.update({name: run for name, run in methods.items() if "vanilla" not in name})
+        configs = warmed(configs, llm.name, batch, rows)
         results = measure(configs, args.repeats, llm.device)
         baseline = results["model.generate eager"]["tokens_per_s"]
-        vanilla = results[f"aligned-llm vanilla [{fastest}]"]["tokens_per_s"]
+        vanilla_name = f"aligned-llm vanilla [{fastest}]"
+        vanilla = results[vanilla_name if vanilla_name in results else "aligned-llm vanilla [padded]"]["tokens_per_s"]
         context = prompt_tokens + args.new_tokens // 2
         for name, result in results.items():
             method_rows = 2 if any(m in name for m in ("OPAD", "PAD", "AAD")) else 1
@@ -100,7 +102,7 @@ def run_model(llm: AlignedLLM, args: argparse.Namespace, cuda: bool, deadline: f
             rows.append({"model": llm.name, "batch": batch, "config": name, **result,
                          "vs_generate": result["tokens_per_s"] / baseline,
                          "vs_vanilla": result["tokens_per_s"] / vanilla, "roofline": roofline})  # fmt: skip
-        if cuda:
+        if cuda and "aligned-llm vanilla [static-compiled]" in configs:
             eager = library_tokens(llm, prompts, args.new_tokens)()
             compiled = library_tokens(llm, prompts, args.new_tokens, kv_store="static", compile_step=True)()
             same = sum(a == b for a, b in zip(eager, compiled, strict=True))
@@ -108,6 +110,22 @@ def run_model(llm: AlignedLLM, args: argparse.Namespace, cuda: bool, deadline: f
                          "equal_prompts": same, "prompts": len(prompts)})  # fmt: skip
         print(markdown([row for row in rows if row.get("batch") == batch and "tokens_per_s" in row]), flush=True)
         write(args, rows)
+
+
+def warmed(configs: dict, model: str, batch: int, rows: list[dict]) -> dict:
+    """Run each configuration once (compiling what compiles); one that fails is reported and left out."""
+    kept = {}
+    for name, run in configs.items():
+        started = time.monotonic()
+        try:
+            run()
+        except Exception as error:  # a GPU run is scarce: one failing row must not lose the others
+            rows.append({"model": model, "batch": batch, "config": name, "error": f"{type(error).__name__}: {error}"})
+            print(f"{name}: {type(error).__name__}: {error}", flush=True)
+            continue
+        print(f"warmed {name} in {time.monotonic() - started:.1f} s", flush=True)
+        kept[name] = run
+    return kept
 
 
 def write(args: argparse.Namespace, rows: list[dict]) -> None:
@@ -123,6 +141,9 @@ def write(args: argparse.Namespace, rows: list[dict]) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['batch']} | {row['config']}: failed ({row['error'][:80]}) | | | | |")
+            continue
         if "tokens_per_s" not in row:
             equal = f"{row['equal_prompts']}/{row['prompts']}"
             lines.append(f"| {row['model']} | {row['batch']} | {row['config']}: {equal} | | | | |")

@@ -230,17 +230,6 @@ def test_stop_strings_still_cut_the_prose(tiny_wide_llm):
     assert cut.finish_reason == "stop"
 
 
-@pytest.mark.parametrize("tool_format", ["generic", "hermes"])
-def test_a_call_cut_by_the_length_limit_is_not_a_call_and_leaves_no_markup(tiny_wide_llm, tool_format):
-    result = tiny_wide_llm.generate(
-        PROMPT, tools=TOOLS, tool_choice="required", max_new_tokens=8, tool_format=tool_format
-    )
-    assert result.finish_reason == "length"
-    assert result.tool_calls == ()
-    assert result.text == ""
-    assert len(result.token_ids) == 8
-
-
 def test_alignment_off_in_spans_decodes_calls_from_the_first_row(tiny_wide_llm):
     common = {"tools": [FORECAST], **ONE_CALL, "max_new_tokens": 80, "principle": "Talk like a pirate."}
     off = tiny_wide_llm.generate(PROMPT, method="opad", beta=0.2, constrained_alignment="off", **common)

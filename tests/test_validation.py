@@ -56,12 +56,10 @@ BAD_SETTINGS = [
     ({"stop": {"a": 1}}, "stop"),
     ({"trace": "yes"}, "trace"),
     ({"max_new_tokens": True}, "max_new_tokens"),
-    # strengths whose scaled term can only overflow fp32 (methods/base.py: MAX_FP32_SCALE)
-    ({"method": "opad", "principle": "p", "beta": 1e-40}, "beta"),
+    # the bounds of strengths whose scaled term can only overflow fp32 (methods/base.py: MAX_FP32_SCALE);
+    # the issue's own values are in test_hardening_core.py
     ({"method": "opad", "principle": "p", "beta": 9.9e-31}, "beta"),
-    ({"method": "pad", "profile": "p", "beta": 1e38}, "beta"),
     ({"method": "pad", "profile": "p", "beta": 1.01e30}, "beta"),
-    ({"method": "linear", "principle": "p", "rho": 1e39}, "rho"),
     ({"method": "linear", "principle": "p", "rho": 1.01e30}, "rho"),
 ]
 

@@ -10,7 +10,7 @@ Inside a *constrained span* (a tool call, or the whole answer under a response f
 replaces them with the first row's plain log-probs, so a principle such as "talk like a pirate"
 cannot rewrite argument values.
 
-Three rules beyond the grammar:
+Four rules beyond the grammar:
 
 - **the calibrated decision** (``generic`` format, ``"auto"``): at the token that chooses
   between the call branch and the answer branch, the log-probability mass of each branch's
@@ -22,7 +22,15 @@ Three rules beyond the grammar:
 - **no repeated call**: an answer whose calls so far hold the same call twice, or a call this
   turn of the conversation already made, ends there (small models otherwise repeat a call until
   the length limit, and agents loop; the reader drops the repeats and, when nothing is left,
-  asks for a prose answer).
+  asks for a prose answer);
+- **no answer that cannot complete** (``must_complete``: a response format, or
+  ``tool_choice="required"``/a named tool): until the answer holds a complete call, after every
+  token the fewest tokens that can write what the grammar forces next (``answer.budget``; up to
+  where a call completes, the reader keeping complete calls of a cut block) are compared with
+  the tokens left; when they do not fit, the answer ends at once (:attr:`ConstraintState.cut`,
+  read back as ``finish_reason="length"``) instead of spending the rest of ``max_new_tokens`` on
+  an answer that would be cut anyway. Before any work, a request whose answer cannot even start
+  to fit is refused (:meth:`Constraint.tokens_needed_first`).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from typing import Any
 
 import torch
 
+from aligned_llm.answer.budget import TokenSpelling
 from aligned_llm.answer.formats import ToolFormat
 from aligned_llm.answer.formats.generic import DECISION_PREFIX
 from aligned_llm.answer.history import call_key
@@ -81,7 +90,9 @@ class Constraint:
     ``grammar`` ``None``: nothing is masked (``constrained=False``); ``whole``: the whole answer
     is a span; ``fmt``: the tool format whose call blocks are spans (``None``: no calls);
     ``decision``: the calibrated choice (``generic`` under ``"auto"``); ``separator_tokens``:
-    tokens that would start another call, masked when ``min_call_tokens`` no longer fit.
+    tokens that would start another call, masked when ``min_call_tokens`` no longer fit;
+    ``must_complete``: the answer is only of use complete, so it ends as soon as ``spelling``
+    shows that the tokens left cannot complete it.
     """
 
     grammar: Any = None
@@ -96,6 +107,8 @@ class Constraint:
     max_new_tokens: int = 0
     earlier: frozenset[str] = frozenset()
     """Calls this turn of the conversation already made (``history.call_key``): writing one again ends the answer."""
+    must_complete: bool = False
+    spelling: TokenSpelling | None = None
 
     def protect(self, text: str) -> str:
         """``text`` with its constrained spans blanked: stop strings are not searched there."""
@@ -108,6 +121,11 @@ class Constraint:
     def start(self) -> ConstraintState | None:
         """Fresh per-request decoding state, or ``None`` when nothing is masked."""
         return None if self.grammar is None else ConstraintState(self)
+
+    def tokens_needed_first(self) -> int:
+        """A lower bound of the tokens any complete answer takes (0 when the answer need not complete)."""
+        state = self.start()
+        return 0 if state is None or not self.must_complete else state.tokens_needed()
 
 
 def protect_blocks(text: str, fmt: ToolFormat) -> str:
@@ -134,6 +152,8 @@ class ConstraintState:
         self.call_log_odds: float | None = None
         """The decision's log P(call branch) − log P(answer branch), before the bias."""
         self.generated = 0
+        self.cut = False
+        """The answer was ended because the tokens left of ``max_new_tokens`` cannot complete it."""
         self._text = b""
         self._calls = 0
 
@@ -166,8 +186,8 @@ class ConstraintState:
 
     @property
     def finished(self) -> bool:
-        """The grammar ended (a stop token was accepted) or the answer repeated a call."""
-        return self.repeated_call or self.matcher.is_terminated()
+        """The grammar ended (a stop token was accepted), the answer repeated a call, or it cannot complete."""
+        return self.repeated_call or self.cut or self.matcher.is_terminated()
 
     @property
     def deciding(self) -> bool:
@@ -180,14 +200,42 @@ class ConstraintState:
         left = self.constraint.max_new_tokens - self.generated
         return self._calls > 0 and left < self.constraint.min_call_tokens
 
+    def tokens_needed(self) -> int:
+        """A lower bound of the tokens the answer still needs to be of use.
+
+        The fewest tokens that write what the grammar forces next, or, when a call the reader
+        keeps completes inside that forced text, the fewest that write it up to that point.
+        """
+        spelling = self.constraint.spelling
+        if spelling is None:
+            return 0
+        forced = self.matcher.find_jump_forward_string()
+        return spelling.fewest_tokens(self._until_a_call_completes(forced).encode())
+
+    def _until_a_call_completes(self, forced: str) -> str:
+        """The shortest start of ``forced`` after which one more call is complete (``forced`` when none is)."""
+        fmt = self.constraint.fmt
+        if fmt is None:
+            return forced
+        written, tools = self._text.decode("utf-8", "replace"), self.constraint.tools
+        for end, character in enumerate(forced, start=1):
+            if character in "}>" and len(fmt.complete_calls(written + forced[:end], tools)) > self._calls:
+                return forced[:end]
+        return forced
+
     def accept(self, token: int) -> None:
-        """Advance the grammar with the chosen token, and the span and call tracking with its bytes."""
+        """Advance the grammar with the chosen token, and the span, call and budget tracking with its bytes."""
         if not self.matcher.accept_token(token):
             raise RuntimeError(f"the grammar rejected token {token}, which its own mask allowed")
         self.generated += 1
-        if token >= len(self.constraint.token_bytes):
-            return
-        piece = self.constraint.token_bytes[token]
+        if token < len(self.constraint.token_bytes):
+            self._track(token, self.constraint.token_bytes[token])
+        left = self.constraint.max_new_tokens - self.generated
+        if self.constraint.must_complete and self._calls == 0 and left > 0 and not self.matcher.is_terminated():
+            self.cut = self.tokens_needed() > left
+
+    def _track(self, token: int, piece: bytes) -> None:
+        """The calibrated decision, the text written and the calls complete, after ``token`` (its bytes ``piece``)."""
         decision = self.constraint.decision
         if self.deciding and decision is not None:
             if bool(decision.call_tokens[self._text][token]):

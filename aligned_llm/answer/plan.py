@@ -93,7 +93,15 @@ class AnswerPlan:
             else grammars.tokens_starting(calls_fmt.separator.strip() or calls_fmt.separator),
             min_call_tokens=self._shortest_call(tokenizer) if calls_fmt is not None else 0,
             max_new_tokens=max_new_tokens,
+            must_complete=self.must_complete,
+            spelling=grammars.spelling,
         )
+
+    @property
+    def must_complete(self) -> bool:
+        """Whether the answer is of use only complete: a response format's JSON, or the calls "required" asks for."""
+        spec = self.spec
+        return spec.constrained and (spec.response is not None or (spec.calls_tools and spec.choice.mode == "required"))
 
     def _shortest_call(self, tokenizer: Any) -> int:
         """An estimate of the fewest tokens a call of one of the tools takes."""
@@ -123,11 +131,13 @@ class AnswerPlan:
     def reader(self, conversation: Sequence[dict[str, Any]]) -> AnswerReader:
         """A fresh reader of one answer to ``conversation``."""
         if self.is_prose:
-            return AnswerReader(None, response=self.spec.response)
+            return AnswerReader(None, response=self.spec.response, must_complete=self.must_complete)
         fmt = self.fmt if self.spec.calls_tools else None
         earlier = calls_since_last_user(conversation) if self.spec.choice.mode == "auto" else []
         holds = fmt is not None and fmt.decides and self.spec.response is None
-        return AnswerReader(fmt, self.spec.callable_tools, self.spec.response, earlier, holds=holds)
+        return AnswerReader(
+            fmt, self.spec.callable_tools, self.spec.response, earlier, holds=holds, must_complete=self.must_complete
+        )
 
 
 def plan_answer(spec: AnswerSpec, template: str | None) -> AnswerPlan:

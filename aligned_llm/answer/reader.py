@@ -21,7 +21,7 @@ from aligned_llm.answer.formats import ToolFormat
 from aligned_llm.answer.formats.base import ParsedCall
 from aligned_llm.answer.formats.generic import ANSWER_OPENING, DECISION_PREFIX
 from aligned_llm.answer.history import call_key, new_call_id
-from aligned_llm.answer.spec import ResponseFormat, ToolSpec
+from aligned_llm.answer.spec import ResponseFormat, ToolSpec, is_json
 from aligned_llm.result import GenerationResult, StreamDelta, ToolCall, ToolCallDelta
 
 E = TypeVar("E")
@@ -145,12 +145,16 @@ class AnswerReader:
         earlier: Sequence[ParsedCall] = (),
         *,
         holds: bool = False,
+        must_complete: bool = False,
     ) -> None:
         self.splitter = None if fmt is None else CallSplitter(fmt, tools, earlier)
         self.holds = holds
         """Whether nothing is sent before the end: the answer is the decision's envelope (``{"…``), never prose; only
         its complete calls are kept."""
         self.response = response
+        self.must_complete = must_complete
+        """Whether the grammar ends the answer only when it is complete, or early when it can no longer complete
+        (``answer.constraint``): an incomplete answer that stopped was cut by ``max_new_tokens``."""
         self.raw = ""
         """The generated text as it came (markup included)."""
         self.wants_prose = False
@@ -181,6 +185,8 @@ class AnswerReader:
             self.wants_prose = result.finish_reason == "stop" and only_repeats
         parsed = self.response.parse(text) if self.response is not None and not calls else None
         reason = "tool_calls" if calls and result.finish_reason == "stop" else result.finish_reason
+        if self.must_complete and reason == "stop" and not calls and not is_json(text):
+            reason = "length"
         return tail, replace(result, text=text, tool_calls=calls, parsed=parsed, finish_reason=reason)
 
 

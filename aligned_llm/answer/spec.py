@@ -139,6 +139,15 @@ def _loads(text: str) -> Any:
         return None
 
 
+def is_json(text: str) -> bool:
+    """Whether ``text`` is one JSON value (``null`` included)."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def normalize_tools(tools: object) -> tuple[ToolSpec, ...]:
     """Validate OpenAI-style function tools (or already normalised ones); ``None`` or ``[]`` means no tools."""
     if tools is None:

@@ -3,10 +3,14 @@
 ``create_app(llm)`` is the whole server: ``uvicorn`` runs it on one machine and each Ray Serve
 replica runs its own. Decoding goes only through the core's public async API
 (``agenerate``/``astream``), so concurrent requests share whatever batching the engine does.
+Preparing a request (checking it, rendering and tokenising the prompt, compiling the grammar
+of its tools or response format) runs in a worker thread, never on the event loop: ``/health``
+and other requests are answered while a large schema compiles.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from collections.abc import Callable, Sequence
@@ -14,8 +18,9 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from aligned_llm import AlignedLLM, GenerationResult, InvalidSettingError
+from aligned_llm import AlignedLLM, GenerationResult, GenerationStream, InvalidSettingError
 from aligned_llm.server.admission import Admission, Ticket
 from aligned_llm.server.errors import (
     CLIENT_CLOSED_REQUEST,
@@ -99,6 +104,10 @@ def create_app(
         check_model(model)
         return card.model_copy(update={"id": model})
 
+    async def prepared_stream(call: CoreCall) -> GenerationStream:
+        """The core stream of ``call``, prepared (checked, rendered, its grammar compiled) in a worker thread."""
+        return await run_in_threadpool(functools.partial(llm.astream, call.prompt, **call.settings))
+
     async def decode(
         endpoint: str,
         prepare: Callable[[], CoreCall],
@@ -135,7 +144,7 @@ def create_app(
 
         async def respond(call: CoreCall, ticket: Ticket) -> Any:
             if call.stream:
-                stream = llm.astream(call.prompt, **call.settings)
+                stream = await prepared_stream(call)
                 return event_stream(call, stream, ChatChunks(call, primary), ticket)
             result = await unless_disconnected(request, llm.agenerate(call.prompt, **call.settings))
             ticket.finish(200, call.method, [result])
@@ -151,7 +160,7 @@ def create_app(
 
         async def respond(call: CoreCall, ticket: Ticket) -> Any:
             if call.stream:
-                stream = llm.astream(call.prompt, **call.settings)
+                stream = await prepared_stream(call)
                 return event_stream(call, stream, CompletionChunks(call, primary), ticket)
             outcome = await unless_disconnected(request, llm.agenerate(call.prompt, **call.settings))
             results: list[GenerationResult] = outcome if isinstance(outcome, list) else [outcome]

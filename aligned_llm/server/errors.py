@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aligned_llm.errors import InvalidSettingError, PromptTooLongError
+from aligned_llm.schema_limits import MAX_SCHEMA_DEPTH
 from aligned_llm.server.schemas import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -146,6 +147,12 @@ def _setting_error(_request: Request, error: Exception) -> JSONResponse:
 
 def _http_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
+    if isinstance(error.__cause__, RecursionError):  # FastAPI's "error parsing the body", from json's recursion limit
+        message = (
+            "the request body nests deeper than the JSON parser reads; a schema in it may nest at most "
+            f"{MAX_SCHEMA_DEPTH} objects/arrays (docs/usage.md: what a JSON schema may demand)"
+        )
+        return bad_request(None, message).response()
     code = "not_found" if error.status_code == 404 else None
     return APIError(error.status_code, str(error.detail), code=code, headers=error.headers).response()
 
