@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from aligned_llm import GenerationResult, ModelPathError, PromptTooLongError
+from aligned_llm import ModelPathError, PromptTooLongError
 from langchain_core.caches import InMemoryCache
 from langchain_core.runnables import ConfigurableField
 from pydantic import ValidationError
@@ -83,19 +83,13 @@ def test_settings_in_response_metadata(chat):
     assert "trace" not in metadata
 
 
-def test_profile_k_alpha_pad_base_are_forwarded(chat, tiny, monkeypatch):
-    seen = []
-
-    def generate(prompt, **settings):
-        seen.append(settings)
-        return GenerationResult(text="ok", input_tokens=3, output_tokens=1, finish_reason="stop")
-
-    monkeypatch.setattr(tiny, "generate", generate)
+def test_profile_k_alpha_pad_base_are_forwarded(chat, spy):
     configured = chat.model_copy(update={"user_profile": "Likes cats.", "k": 5})
     configured.invoke("Hi", alpha=0.3, pad_base="plain")
     configured.bind(profile={"humor": 1.0}).invoke("Hi")
-    assert (seen[0]["profile"], seen[0]["k"], seen[0]["alpha"], seen[0]["pad_base"]) == ("Likes cats.", 5, 0.3, "plain")
-    assert seen[1]["profile"] == {"humor": 1.0}
+    first, second = (call.settings for call in spy.calls)
+    assert (first["profile"], first["k"], first["alpha"], first["pad_base"]) == ("Likes cats.", 5, 0.3, "plain")
+    assert second["profile"] == {"humor": 1.0}
 
 
 def test_core_spellings_work_per_call_and_conflicts_are_refused(chat, spy):
