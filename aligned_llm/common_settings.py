@@ -97,7 +97,7 @@ MAX_NEW_TOKENS = Parameter(
     "max_new_tokens", int, DEFAULT_MAX_NEW_TOKENS, "most tokens to generate", minimum=1, ui_range=(1, 512)
 )
 STOP = Parameter(
-    "stop", str, (), "strings that end the text (cut from it)", check=check_stop, annotation=str | list[str]
+    "stop", str, (), "strings that end the text (cut from it)", check=check_stop, annotation=str | Sequence[str]
 )
 TEMPERATURE = Parameter(
     "temperature", float, 0.0, "0 = greedy; otherwise sampling from softmax(score / T)",
