@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic.fields import FieldInfo
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 from pydantic_core import PydanticOmit, core_schema
 
 from aligned_llm.registry import SettingField, on_register
@@ -79,3 +79,23 @@ class SkipUnrepresentable(GenerateJsonSchema):
     def handle_invalid_for_json_schema(self, schema: core_schema.CoreSchema, error_info: str) -> JsonSchemaValue:
         """Omit the field (or the member of a union) pydantic cannot describe."""
         raise PydanticOmit
+
+
+class SchemaOfSettings(BaseModel):
+    """Base for a framework model with setting fields: ``model_json_schema()`` shows them, typed, with their ranges.
+
+    Listed before the framework's base class, so that its callables and the loaded model are
+    left out of the schema (:class:`SkipUnrepresentable`) rather than making it fail.
+    """
+
+    @classmethod
+    def model_json_schema(
+        cls,
+        by_alias: bool = True,
+        ref_template: str = DEFAULT_REF_TEMPLATE,
+        schema_generator: type[GenerateJsonSchema] = SkipUnrepresentable,
+        mode: JsonSchemaMode = "validation",
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The fields' JSON schema: settings typed, with their ranges; what JSON cannot describe left out."""
+        return super().model_json_schema(by_alias, ref_template, schema_generator, mode, **kwargs)

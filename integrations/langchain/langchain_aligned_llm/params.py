@@ -19,10 +19,9 @@ from typing import Any
 from aligned_llm import AlignedLLM, InvalidSettingError, ModelSpec, setting_names
 from aligned_llm.loading import BUNDLED_NAME
 from aligned_llm.registry import setting_fields
-from aligned_llm.typed_fields import SkipUnrepresentable, add_setting_fields, keep_setting_fields, setting_field
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from aligned_llm.typed_fields import SchemaOfSettings, add_setting_fields, keep_setting_fields, setting_field
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
-from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
 
 from langchain_aligned_llm.decode_call import PROVIDER, DecodeCall
 from langchain_aligned_llm.registry import loaded_llm, model_spec, shared_llm
@@ -63,7 +62,7 @@ def load_option_fields() -> dict[str, tuple[Any, FieldInfo]]:
     return {name: (str | None, FieldInfo(default=None, description=ModelSpec.help(name))) for name in LOAD_OPTIONS}
 
 
-class AlignedLLMParams(BaseModel):
+class AlignedLLMParams(SchemaOfSettings):
     """Model and decoding fields of ``ChatAlignedLLM`` and ``AlignedLLMText``.
 
     The decoding fields are added from the core's setting registry (:func:`decoding_fields`),
@@ -82,18 +81,6 @@ class AlignedLLMParams(BaseModel):
     """Stop strings; joined with per-call ``stop``. The first match ends the text and is cut from it."""
     max_batch_size: int = Field(default=32, ge=1)
     """Most prompts decoded in one engine batch by ``batch()``."""
-
-    @classmethod
-    def model_json_schema(
-        cls,
-        by_alias: bool = True,
-        ref_template: str = DEFAULT_REF_TEMPLATE,
-        schema_generator: type[GenerateJsonSchema] = SkipUnrepresentable,
-        mode: JsonSchemaMode = "validation",
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        """The fields' JSON schema (settings typed, with their ranges); callables and loaded models are left out."""
-        return super().model_json_schema(by_alias, ref_template, schema_generator, mode, **kwargs)
 
     @model_validator(mode="before")
     @classmethod

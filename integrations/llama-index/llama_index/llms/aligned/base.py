@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from aligned_llm import AlignedLLM, InvalidSettingError
-from aligned_llm.typed_fields import keep_setting_fields
+from aligned_llm.typed_fields import SchemaOfSettings, keep_setting_fields
 from llama_index.core.base.llms.generic_utils import (
     achat_to_completion_decorator,
     astream_chat_to_completion_decorator,
@@ -57,7 +57,7 @@ def _checked() -> frozenset[str]:
     return frozenset(settings_names()) | {"context_window"}
 
 
-class AlignedHF(FunctionCallingLLM):
+class AlignedHF(SchemaOfSettings, FunctionCallingLLM):
     """A chat LLM for query engines, chat engines and agents, aligned at decoding time.
 
     It wraps a loaded :class:`aligned_llm.AlignedLLM` (``core``), which copies share. Every
