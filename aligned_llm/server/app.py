@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from aligned_llm import AlignedLLM, GenerationResult, InvalidSettingError
-from aligned_llm.server.admission import Admission, Ticket
+from aligned_llm.server.admission import Admission, AdmittedRequest
 from aligned_llm.server.errors import (
     CLIENT_CLOSED_REQUEST,
     APIError,
@@ -102,7 +102,7 @@ def create_app(
     async def decode(
         endpoint: str,
         prepare: Callable[[], CoreCall],
-        respond: Callable[[CoreCall, Ticket], Any],
+        respond: Callable[[CoreCall, AdmittedRequest], Any],
     ) -> Any:
         """Translate, admit, decode and answer one request, recording its outcome."""
         try:
@@ -133,7 +133,7 @@ def create_app(
             check_model(body.model)
             return chat_call(body)
 
-        async def respond(call: CoreCall, ticket: Ticket) -> Any:
+        async def respond(call: CoreCall, ticket: AdmittedRequest) -> Any:
             if call.stream:
                 stream = llm.astream(call.prompt, **call.settings)
                 return event_stream(call, stream, ChatChunks(call, primary), ticket)
@@ -149,7 +149,7 @@ def create_app(
             check_model(body.model)
             return completion_call(body)
 
-        async def respond(call: CoreCall, ticket: Ticket) -> Any:
+        async def respond(call: CoreCall, ticket: AdmittedRequest) -> Any:
             if call.stream:
                 stream = llm.astream(call.prompt, **call.settings)
                 return event_stream(call, stream, CompletionChunks(call, primary), ticket)

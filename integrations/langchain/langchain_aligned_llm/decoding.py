@@ -3,7 +3,7 @@
 Both classes turn their input into a core prompt (messages or a string) and their deltas into
 their own chunk type; everything else — opening the core stream, the last chunk with usage and
 metadata, callbacks, closing — is here once. Async streams iterate the core stream with
-``async for``, which runs each step on a worker thread.
+``async for``, which awaits the model's running batch without blocking the event loop.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from aligned_llm import ModelPathError, ModelSpec, PromptTooLongError
 from langchain_core.caches import InMemoryCache
@@ -270,3 +274,34 @@ def test_provider_and_model_name_in_every_answer(chat, tiny_model_dir):
     for metadata in (message.response_metadata, streamed[-1].response_metadata):
         assert (metadata["model_provider"], metadata["model_name"]) == ("aligned_llm", tiny_model_dir)
     assert streamed[-1].usage_metadata == message.usage_metadata
+
+
+LATER_METHOD = """
+import json
+from aligned_llm import Parameter, Vanilla, register_method
+from langchain_aligned_llm import AlignedLLMText, ChatAlignedLLM
+
+class SubChat(ChatAlignedLLM):
+    pass
+
+class Later(Vanilla):
+    name = "later"
+    parameters = (Parameter("strength", float, 0.5, "how strong", minimum=0.0, maximum=4.0),)
+
+register_method(Later)
+print(json.dumps([
+    ChatAlignedLLM.model_json_schema()["properties"]["strength"],
+    SubChat(strength=2).strength,
+    "strength" in AlignedLLMText.model_fields,
+]))
+"""
+
+
+def test_a_method_registered_later_gains_typed_fields_in_every_class():
+    """In a fresh interpreter (a registration lasts for the process): the classes, subclasses included, gain it."""
+    done = subprocess.run([sys.executable, "-c", LATER_METHOD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    schema, value, in_text_llm = json.loads(done.stdout.strip().splitlines()[-1])
+    assert schema["anyOf"] == [{"type": "number", "minimum": 0.0, "maximum": 4.0}, {"type": "null"}]
+    assert schema["description"] == "later: how strong (default 0.5)"
+    assert (value, in_text_llm) == (2.0, True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -232,3 +235,25 @@ def test_a_call_checks_its_settings_once(tiny, monkeypatch):
     checks.clear()
     tiny.complete(PROMPT, temperature=0.5, seed=1)
     assert len(checks) == direct
+
+
+LATER_METHOD = """
+import json
+from aligned_llm import Parameter, Vanilla, register_method
+from llama_index.llms.aligned import AlignedHF
+
+class Later(Vanilla):
+    name = "later"
+    parameters = (Parameter("strength", float, 0.5, "how strong", minimum=0.0, maximum=4.0),)
+
+register_method(Later)
+print(json.dumps(AlignedHF.model_json_schema()["properties"]["strength"]))
+"""
+
+
+def test_a_method_registered_later_gains_a_typed_field():
+    """In a fresh interpreter (a registration lasts for the process)."""
+    done = subprocess.run([sys.executable, "-c", LATER_METHOD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    schema = json.loads(done.stdout.strip().splitlines()[-1])
+    assert schema["anyOf"] == [{"type": "number", "minimum": 0.0, "maximum": 4.0}, {"type": "null"}]
