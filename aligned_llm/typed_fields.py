@@ -10,7 +10,7 @@ the setting. Fields for methods registered later are added when they register.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic.fields import FieldInfo
@@ -35,7 +35,7 @@ def setting_field(
         return value if value is None else check_setting(setting.name, value)
 
     value_type: Any = Annotated[setting.value_type, Field(**setting.bounds)] if setting.bounds else setting.value_type
-    annotation: Any = Annotated[value_type if default is not None else Optional[value_type], BeforeValidator(check)]  # noqa: UP045
+    annotation: Any = Annotated[value_type if default is not None else value_type | None, BeforeValidator(check)]
     return annotation, FieldInfo(default=default, description=description or setting.description)
 
 

@@ -80,7 +80,8 @@ class AlignedLLMParams(SchemaOfSettings):
     stop: list[str] | None = None
     """Stop strings; joined with per-call ``stop``. The first match ends the text and is cut from it."""
     max_batch_size: int = Field(default=32, ge=1)
-    """Most prompts decoded in one engine batch by ``batch()``."""
+    """Most prompts the text LLM decodes in one engine batch (LangChain hands it a batch's prompts together);
+    the chat model's concurrent calls share the model's running batch instead."""
 
     @model_validator(mode="before")
     @classmethod
