@@ -265,7 +265,8 @@ def test_profile_gives_the_window_before_the_model_loads(tiny_model_dir):
     chat = ChatAlignedLLM(model=tiny_model_dir, device="cpu", dtype="float32", reward_model="/not/loaded")
     assert chat.profile["max_input_tokens"] == 256
     assert (chat.profile["tool_calling"], chat.profile["structured_output"]) == (True, True)
-    assert loaded_llm(chat._spec(chat.model_name)) is None, "describing the model loaded nothing"
+    spec = ModelSpec(model=tiny_model_dir, device="cpu", dtype="float32", reward_model="/not/loaded")
+    assert loaded_llm(spec) is None, "describing the model loaded nothing"
 
 
 def test_provider_and_model_name_in_every_answer(chat, tiny_model_dir):
