@@ -107,8 +107,9 @@ class AlignedHF(SchemaOfSettings, FunctionCallingLLM):
         (two-model AAD), ``reward_model`` PAD's PersRM (a model, or a LoRA folder on the model).
         """
         cls._check_names(fields)
-        options = {"device": device, "dtype": dtype, "adapter": adapter, "reference": reference}
-        core = AlignedLLM.from_pretrained(name_or_path, **options, reward_model=reward_model)
+        core = AlignedLLM.from_pretrained(
+            name_or_path, device=device, dtype=dtype, adapter=adapter, reference=reference, reward_model=reward_model
+        )
         return cls(core, **fields)
 
     @classmethod
