@@ -244,6 +244,10 @@ def test_fields_are_typed_from_the_registry():
     assert "pad: " in properties["k"]["description"]
     assert "llm" not in properties, "the loaded model has no JSON schema: left out, not a failure"
     assert AlignedLLMText.model_json_schema()["properties"]["beta"] == properties["beta"]
+    configurable = ChatAlignedLLM().configurable_fields(k=ConfigurableField(id="k")).config_schema()
+    assert configurable.model_json_schema()["$defs"]["Configurable"]["properties"]["k"]["anyOf"][0] == {
+        "type": "integer", "minimum": 1,
+    }  # fmt: skip
 
 
 def test_a_typed_field_still_holds_the_core_value(tiny_model_dir):
