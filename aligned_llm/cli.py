@@ -97,13 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("prompt", help="the user message")
-    shared.add_argument("--model", help="local folder or hub id (default: the bundled SmolLM2-135M-Instruct)")
-    shared.add_argument("--device", help="cpu, cuda, cuda:1, … (default: CUDA when available)")
-    shared.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU"
-    )
-    shared.add_argument("--adapter", help="a LoRA adapter folder (AAD's DPO side; 'bundled' with the default model)")
-    shared.add_argument("--reference", help="the SFT reference model, for AAD with two models")
+    ModelSpec.add_arguments(shared)
     shared.add_argument("--system", help="a system message to put before the prompt")
     _add_setting_flags(shared)
 
@@ -123,11 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pairs.add_argument("prompts", help="a text file with one prompt per line, or JSONL with a 'prompt' field")
     pairs.add_argument("--out", required=True, help="the JSONL file to write")
-    pairs.add_argument("--model", help="the SFT model (with --adapter) or the DPO model (with --reference)")
-    pairs.add_argument("--adapter", help="DPO LoRA adapter folder ('bundled' with the default model)")
-    pairs.add_argument("--reference", help="the SFT reference model of a DPO --model")
-    pairs.add_argument("--device")
-    pairs.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    ModelSpec.add_arguments(pairs, leave_out=("reward_model",))  # AAD's pair: --model with --adapter or --reference
     pairs.add_argument("--alpha", type=float, default=0.1)
     pairs.add_argument("--temperature", type=float, default=1.0, help="of the rejected nucleus sample")
     pairs.add_argument("--top-p", type=float, default=0.9, help="of the rejected nucleus sample")
@@ -145,11 +135,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_serve_command(commands: argparse._SubParsersAction) -> None:
     """``aligned-llm serve``: the OpenAI-compatible server (the ``serve`` extra; ``--ray`` needs the ``ray`` extra)."""
     serve = commands.add_parser("serve", help="an OpenAI-compatible HTTP server on the model (docs/serving.md)")
-    serve.add_argument("--model", help="local folder or hub id (default: the bundled SmolLM2-135M-Instruct)")
-    serve.add_argument("--adapter", help="a LoRA adapter folder (AAD's DPO side; 'bundled' with the default model)")
-    serve.add_argument("--reference", help="the SFT reference model, for AAD with two models")
-    serve.add_argument("--device", help="cpu, cuda, cuda:1, … (default: CUDA when available)")
-    serve.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU")
+    ModelSpec.add_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port, 0 to 65535 (0: any free port)")
     serve.add_argument(
@@ -202,8 +188,7 @@ def _serve(args: argparse.Namespace) -> None:
     options = _serve_options(args)
     from aligned_llm.server.run import run_http, run_ray
 
-    spec = ModelSpec(model=args.model, adapter=args.adapter, reference=args.reference, device=args.device,
-                     dtype=args.dtype)  # fmt: skip
+    spec = ModelSpec.from_arguments(args)
     if args.ray:
         run_ray(spec, host=args.host, port=args.port, replicas=args.replicas or 1, address=args.ray_address,
                 num_cpus=args.num_cpus, num_gpus=args.num_gpus, **options)  # fmt: skip
@@ -215,12 +200,9 @@ def _load(args: argparse.Namespace, console: Console) -> AlignedLLM:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    options = {"device": args.device, "dtype": args.dtype}
-    for companion in ("adapter", "reference"):
-        if getattr(args, companion, None):
-            options[companion] = getattr(args, companion)
-    with console.status(f"Loading {args.model or 'the bundled SmolLM2-135M-Instruct'}…"):
-        return AlignedLLM.from_pretrained(args.model, **options) if args.model else AlignedLLM.default(**options)
+    spec = ModelSpec.from_arguments(args)
+    with console.status(f"Loading {spec.display_name}…"):
+        return spec.load()
 
 
 def _read_prompts(path: str) -> list[str]:
@@ -285,8 +267,7 @@ def _pairs_on_ray(args: argparse.Namespace, prompts: list[str], console: Console
 
     chosen, rejected = aad_settings(alpha=args.alpha, temperature=args.temperature, top_p=args.top_p,
                                     seed=args.seed, max_new_tokens=args.max_new_tokens)  # fmt: skip
-    spec = ModelSpec(model=args.model, adapter=args.adapter, reference=args.reference, device=args.device,
-                     dtype=args.dtype)  # fmt: skip
+    spec = ModelSpec.from_arguments(args)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=args.ray_address, include_dashboard=False)

@@ -89,11 +89,16 @@ PRINCIPLE = Parameter(
     "principle", str, None, "the principle to follow, rendered into the guided context",
     check=lambda value: check_guidance_text("principle", value),
 )  # fmt: skip
-PROFILE = Parameter("profile", str, None, "the user profile (PAD): text or {dimension: weight}", check=check_profile)
+PROFILE = Parameter(
+    "profile", str, None, "the user profile (PAD): text or {dimension: weight}",
+    check=check_profile, annotation=str | dict[str, float],
+)  # fmt: skip
 MAX_NEW_TOKENS = Parameter(
     "max_new_tokens", int, DEFAULT_MAX_NEW_TOKENS, "most tokens to generate", minimum=1, ui_range=(1, 512)
 )
-STOP = Parameter("stop", str, (), "strings that end the text (cut from it)", check=check_stop)
+STOP = Parameter(
+    "stop", str, (), "strings that end the text (cut from it)", check=check_stop, annotation=str | Sequence[str]
+)
 TEMPERATURE = Parameter(
     "temperature", float, 0.0, "0 = greedy; otherwise sampling from softmax(score / T)",
     check=check_temperature, ui_range=(0.0, 2.0),
@@ -115,11 +120,13 @@ TRACE = Parameter("trace", bool, False, "record per-token log-probs, scores and 
 
 
 TOOLS = Parameter(
-    "tools", str, None, "OpenAI-style function tools the model may call (docs/tools.md)", check=normalize_tools
-)
+    "tools", str, None, "OpenAI-style function tools the model may call (docs/tools.md)",
+    check=normalize_tools, annotation=list[dict[str, Any]],
+)  # fmt: skip
 TOOL_CHOICE = Parameter(
-    "tool_choice", str, "auto", "'auto', 'none', 'required', or one tool by name", check=check_tool_choice
-)
+    "tool_choice", str, "auto", "'auto', 'none', 'required', or one tool by name",
+    check=check_tool_choice, annotation=str | dict[str, Any],
+)  # fmt: skip
 PARALLEL_TOOL_CALLS = Parameter(
     "parallel_tool_calls", bool, None,
     "whether an answer may hold several tool calls (None: the format's own default, one call in the generic format)",
@@ -127,7 +134,7 @@ PARALLEL_TOOL_CALLS = Parameter(
 )  # fmt: skip
 RESPONSE_FORMAT = Parameter(
     "response_format", str, None, "{'type': 'json_object'}, a json_schema dict or a pydantic class",
-    check=normalize_response_format,
+    check=normalize_response_format, annotation=dict[str, Any] | type,
 )  # fmt: skip
 CONSTRAINED = Parameter(
     "constrained", bool, True, "tool calls and JSON answers valid by grammar (False: parse free text)"

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from aligned_llm.setup import ADAPTERS_OFF
+
 _GATES: weakref.WeakKeyDictionary[nn.Module, LoraGate | None] = weakref.WeakKeyDictionary()
 
 
@@ -88,7 +90,7 @@ def _build(model: nn.Module) -> LoraGate | None:
 def lora_gate(model: nn.Module, row_adapters: Sequence[str]) -> LoraGate | None:
     """The gate for ``model`` if these rows can use it (one adapter, the active one, plain LoRA), else None.
 
-    ``row_adapters`` names each row's adapter as peft would (``"__base__"`` for none). Hooks are
+    ``row_adapters`` names each row's adapter as peft would (``ADAPTERS_OFF`` for none). Hooks are
     installed once per model and do nothing outside :meth:`LoraGate.rows`.
     """
     if model not in _GATES:
@@ -96,6 +98,6 @@ def lora_gate(model: nn.Module, row_adapters: Sequence[str]) -> LoraGate | None:
     gate = _GATES[model]
     if gate is None or getattr(model, "active_adapter", None) != gate.adapter:
         return None
-    if not set(row_adapters) <= {gate.adapter, "__base__"}:
+    if not set(row_adapters) <= {gate.adapter, ADAPTERS_OFF}:
         return None
     return gate

@@ -12,7 +12,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aligned_llm.errors import InvalidSettingError
 
@@ -30,6 +30,8 @@ class Parameter:
     bounds left as ``None`` still require a finite value. ``choices`` lists the allowed values
     instead. ``check`` replaces the built-in check for structured values (stop strings, user
     profiles). ``optional`` allows ``None``. ``ui_range`` is the range a slider offers.
+    ``annotation`` is the Python type of a structured value (what a typed field declares) when
+    ``type`` alone does not say it, e.g. ``str | dict[str, float]`` for a user profile.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Parameter:
     optional: bool = False
     check: Check | None = None
     ui_range: tuple[float, float] | None = None
+    annotation: Any = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -94,6 +97,24 @@ class Parameter:
             except ValueError:
                 raise self._error(text) from None
         return text
+
+    @property
+    def value_type(self) -> Any:
+        """The type a typed field of this setting declares: ``annotation``, the choices (a ``Literal``) or ``type``."""
+        if self.annotation is not None:
+            return self.annotation
+        if self.choices is not None:
+            return Literal[self.choices]
+        return self.type
+
+    def bounds(self) -> dict[str, float]:
+        """The range as pydantic/annotated-types constraints: ``ge``/``gt`` and ``le``/``lt`` (empty when unbounded)."""
+        bounds: dict[str, float] = {}
+        if self.minimum is not None:
+            bounds["gt" if self.exclusive_minimum else "ge"] = self.minimum
+        if self.maximum is not None:
+            bounds["lt" if self.exclusive_maximum else "le"] = self.maximum
+        return bounds
 
     def allowed(self) -> str:
         """What the parameter accepts, in words (for errors and help)."""

@@ -3,13 +3,15 @@
 Built-in methods register themselves exactly as a user's method does, with
 :func:`register_method`; every surface (Python, CLI, tuning panel, LangChain, LlamaIndex)
 reads the registry, so a registered method works by name everywhere. Surfaces that hold a
-field per parameter subscribe with :func:`on_register` to hear of methods registered later.
+field per setting read :func:`setting_fields` (each setting's type, default, range and help)
+and subscribe with :func:`on_register` to hear of methods registered later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar, overload
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
 
 from aligned_llm.errors import InvalidSettingError
 from aligned_llm.methods.base import DecodingMethod
@@ -80,6 +82,59 @@ def method_parameters() -> dict[str, list[tuple[str, Parameter]]]:
         for parameter in cls.parameters:
             declared.setdefault(parameter.name, []).append((name, parameter))
     return declared
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One setting as a typed field, for a surface that declares a field per setting (LangChain, LlamaIndex).
+
+    ``value_type`` is the type of a value (``float``, ``int``, a ``Literal`` of the choices, …);
+    ``bounds`` its range as ``ge``/``gt``/``le``/``lt`` (for a parameter several methods declare,
+    the loosest range any of them allows: each call is still checked by the chosen method's own);
+    ``default`` the library's default (of the first method that declares it); ``description``
+    the help, per method for a method parameter.
+    """
+
+    name: str
+    value_type: Any
+    default: Any
+    description: str
+    bounds: dict[str, float]
+
+
+def setting_fields() -> dict[str, SettingField]:
+    """Every setting (``method``, the common settings, then each method parameter) as a typed field declaration."""
+    from aligned_llm.common_settings import COMMON_PARAMETERS
+
+    method_help = f"a registered method ({', '.join(_METHODS)}) or a DecodingMethod instance"
+    fields = {"method": SettingField("method", str | DecodingMethod, "vanilla", method_help, {})}
+    for parameter in COMMON_PARAMETERS:
+        fields[parameter.name] = SettingField(
+            parameter.name, parameter.value_type, parameter.default, parameter.help, parameter.bounds()
+        )
+    for name, declarations in method_parameters().items():
+        parameters = [parameter for _method, parameter in declarations]
+        description = "; ".join(
+            f"{method}: {parameter.help} (default {parameter.default!r})" for method, parameter in declarations
+        )
+        fields[name] = SettingField(
+            name, parameters[0].value_type, parameters[0].default, description, _loosest_bounds(parameters)
+        )
+    return fields
+
+
+def _loosest_bounds(parameters: list[Parameter]) -> dict[str, float]:
+    """Each side that every declaration bounds, as loose as the loosest of them (exclusive only if all are)."""
+    each = [parameter.bounds() for parameter in parameters]
+    bounds: dict[str, float] = {}
+    for inclusive, exclusive, loosest in (("ge", "gt", min), ("le", "lt", max)):
+        sides = [(bound[inclusive], False) if inclusive in bound else (bound.get(exclusive), True) for bound in each]
+        if any(value is None for value, _ in sides):
+            continue
+        value = loosest(value for value, _ in sides)
+        only_exclusive = all(is_exclusive for side, is_exclusive in sides if side == value)
+        bounds[exclusive if only_exclusive else inclusive] = value
+    return bounds
 
 
 def on_register(listener: Listener) -> None:

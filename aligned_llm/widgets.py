@@ -162,7 +162,6 @@ class TuningPanel:
         self.last_error: BaseException | None = None
         self.thread: threading.Thread | None = None
         self._columns: list[_Column] = []
-        self._lock = threading.Lock()
 
         methods = llm.available_methods()
         wide = widgets.Layout(width="100%")

@@ -170,3 +170,29 @@ def test_sweep_without_a_checker_scores_with_the_principle_gain_proxy(tiny_dir, 
     assert [row["label"] for row in rows] == ["opad β=1", "opad β=1"]
     assert all(isinstance(row["adherence"], float) and row["adherence"] not in (0.0, 1.0) for row in rows)
     assert (tmp_path / "p.png").exists() and "principle gain (model)" in capsys.readouterr().out
+
+
+def test_reward_model_loads_a_separate_persrm_for_pad(tiny_dir, capsys, monkeypatch):
+    loads = []
+    real_load = AlignedLLM.from_pretrained.__func__
+    monkeypatch.setattr(AlignedLLM, "from_pretrained", classmethod(
+        lambda cls, *args, **options: loads.append(options) or real_load(cls, *args, **options)
+    ))  # fmt: skip
+    code = main(["generate", "Tell me a joke.", "--model", str(tiny_dir), "--reward-model", str(tiny_dir),
+                 "--method", "pad", "--profile", "Likes cats.", "--max-new-tokens", "6"])  # fmt: skip
+    assert code == 0
+    assert loads[0]["reward_model"] == str(tiny_dir)
+    expected = AlignedLLM.from_pretrained(tiny_dir, reward_model=str(tiny_dir)).generate(
+        "Tell me a joke.", method="pad", profile="Likes cats.", max_new_tokens=6
+    )
+    assert capsys.readouterr().out == expected.text + "\n"
+
+
+@pytest.mark.parametrize(("command", "has_it"), [("generate", True), ("compare", True), ("serve", True),
+                                                 ("sweep", True), ("pairs", False)])  # fmt: skip
+def test_load_flags_come_from_model_spec(command, has_it, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = capsys.readouterr().out
+    assert all(f"--{name.replace('_', '-')}" in help_text for name in ("model", "adapter", "reference", "device"))
+    assert ("--reward-model" in help_text) == has_it, "pairs decodes AAD: no reward model"

@@ -24,21 +24,21 @@ class Admission:
         self.metrics = metrics
         self.in_flight = 0
 
-    def admit(self, endpoint: str) -> Ticket:
+    def admit(self, endpoint: str) -> AdmittedRequest:
         """A ticket for one request, or a 503 ``APIError`` when the server is full."""
         if self.in_flight >= self.limit:
             self.metrics.requests.labels(endpoint, "503").inc()
             raise queue_full(self.limit, self.retry_after)
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
-        return Ticket(self, endpoint)
+        return AdmittedRequest(self, endpoint)
 
     def release(self) -> None:
         self.in_flight -= 1
         self.metrics.in_flight.set(self.in_flight)
 
 
-class Ticket:
+class AdmittedRequest:
     """One admitted request: records its first token, then its outcome once, and frees its place."""
 
     def __init__(self, admission: Admission, endpoint: str) -> None:

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from aligned_llm import AlignedLLM, GenerationResult, GenerationStream, InvalidSettingError
-from aligned_llm.server.admission import Admission, Ticket
+from aligned_llm.server.admission import Admission, AdmittedRequest
 from aligned_llm.server.errors import (
     CLIENT_CLOSED_REQUEST,
     APIError,
@@ -111,7 +111,7 @@ def create_app(
     async def decode(
         endpoint: str,
         prepare: Callable[[], CoreCall],
-        respond: Callable[[CoreCall, Ticket], Any],
+        respond: Callable[[CoreCall, AdmittedRequest], Any],
     ) -> Any:
         """Translate, admit, decode and answer one request, recording its outcome."""
         try:
@@ -142,7 +142,7 @@ def create_app(
             check_model(body.model)
             return chat_call(body)
 
-        async def respond(call: CoreCall, ticket: Ticket) -> Any:
+        async def respond(call: CoreCall, ticket: AdmittedRequest) -> Any:
             if call.stream:
                 stream = await prepared_stream(call)
                 return event_stream(call, stream, ChatChunks(call, primary), ticket)
@@ -158,7 +158,7 @@ def create_app(
             check_model(body.model)
             return completion_call(body)
 
-        async def respond(call: CoreCall, ticket: Ticket) -> Any:
+        async def respond(call: CoreCall, ticket: AdmittedRequest) -> Any:
             if call.stream:
                 stream = await prepared_stream(call)
                 return event_stream(call, stream, CompletionChunks(call, primary), ticket)

@@ -18,9 +18,8 @@ from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
-from aligned_llm import AlignedLLMError, GenerationResult, GenerationStream, StreamDelta
-from aligned_llm import ToolCallDelta as CoreToolCallDelta
-from aligned_llm.server.admission import Ticket
+from aligned_llm import AlignedLLMError, GenerationResult, GenerationStream, StreamDelta, ToolCallDelta
+from aligned_llm.server.admission import AdmittedRequest
 from aligned_llm.server.errors import CLIENT_CLOSED_REQUEST, APIError
 from aligned_llm.server.schemas import (
     ChatChunkChoice,
@@ -111,7 +110,7 @@ class ChunkFormat(Protocol):
 
     def delta(self, text: str) -> BaseModel: ...
 
-    def tool_calls(self, pieces: Sequence[CoreToolCallDelta]) -> BaseModel | None: ...
+    def tool_calls(self, pieces: Sequence[ToolCallDelta]) -> BaseModel | None: ...
 
     def finish(self, result: GenerationResult) -> BaseModel: ...
 
@@ -135,7 +134,7 @@ class ChatChunks:
     def delta(self, text: str) -> BaseModel:
         return self._chunk(ChatDelta(content=text))
 
-    def tool_calls(self, pieces: Sequence[CoreToolCallDelta]) -> BaseModel:
+    def tool_calls(self, pieces: Sequence[ToolCallDelta]) -> BaseModel:
         return self._chunk(ChatDelta(tool_calls=tool_call_deltas(pieces)))
 
     def finish(self, result: GenerationResult) -> BaseModel:
@@ -162,7 +161,7 @@ class CompletionChunks:
     def delta(self, text: str) -> BaseModel:
         return self._chunk(text)
 
-    def tool_calls(self, pieces: Sequence[CoreToolCallDelta]) -> None:
+    def tool_calls(self, pieces: Sequence[ToolCallDelta]) -> None:
         return None
 
     def finish(self, result: GenerationResult) -> BaseModel:
@@ -172,7 +171,9 @@ class CompletionChunks:
         return Completion(choices=[], usage=counts, **self._fields)
 
 
-def event_stream(call: CoreCall, stream: GenerationStream, chunks: ChunkFormat, ticket: Ticket) -> EventSourceResponse:
+def event_stream(
+    call: CoreCall, stream: GenerationStream, chunks: ChunkFormat, ticket: AdmittedRequest
+) -> EventSourceResponse:
     """The SSE response of a streamed request; the client leaving cancels the generation."""
 
     async def client_left(_message: object) -> None:
@@ -191,7 +192,9 @@ def event_stream(call: CoreCall, stream: GenerationStream, chunks: ChunkFormat, 
     )  # fmt: skip
 
 
-async def _events(call: CoreCall, stream: GenerationStream, chunks: ChunkFormat, ticket: Ticket) -> AsyncIterator[str]:
+async def _events(
+    call: CoreCall, stream: GenerationStream, chunks: ChunkFormat, ticket: AdmittedRequest
+) -> AsyncIterator[str]:
     status = CLIENT_CLOSED_REQUEST
     deltas = _Deltas(stream)
 

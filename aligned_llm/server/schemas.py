@@ -91,7 +91,7 @@ class FunctionCall(BaseModel):
     """The JSON text of the arguments."""
 
 
-class ToolCall(BaseModel):
+class ChatToolCall(BaseModel):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
@@ -100,7 +100,7 @@ class ToolCall(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ChatToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
@@ -127,7 +127,7 @@ class FunctionCallDelta(BaseModel):
     arguments: str = ""
 
 
-class ToolCallDelta(BaseModel):
+class ChatToolCallDelta(BaseModel):
     """A piece of tool call ``index``: ``id``, ``type`` and the name in its first piece, then argument text."""
 
     index: int
@@ -141,7 +141,7 @@ class ChatDelta(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
-    tool_calls: list[ToolCallDelta] | None = None
+    tool_calls: list[ChatToolCallDelta] | None = None
 
 
 class ChatChunkChoice(BaseModel):

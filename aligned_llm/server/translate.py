@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aligned_llm.prompts import Prompt
-from aligned_llm.result import GenerationResult
-from aligned_llm.result import ToolCallDelta as CoreToolCallDelta
+from aligned_llm.result import GenerationResult, ToolCallDelta
 from aligned_llm.server.errors import bad_request
 from aligned_llm.server.schemas import (
     AssistantMessage,
@@ -27,13 +26,13 @@ from aligned_llm.server.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
     ChatMessage,
+    ChatToolCall,
+    ChatToolCallDelta,
     Completion,
     CompletionChoice,
     CompletionRequest,
     FunctionCall,
     FunctionCallDelta,
-    ToolCall,
-    ToolCallDelta,
     Usage,
 )
 from aligned_llm.settings import setting_names
@@ -188,16 +187,16 @@ def assistant_message(result: GenerationResult) -> AssistantMessage:
     if not result.tool_calls:
         return AssistantMessage(content=result.text)
     calls = [
-        ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=json.dumps(call.arguments)))
+        ChatToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=json.dumps(call.arguments)))
         for call in result.tool_calls
     ]
     return AssistantMessage(content=result.text or None, tool_calls=calls)
 
 
-def tool_call_deltas(pieces: Sequence[CoreToolCallDelta]) -> list[ToolCallDelta]:
+def tool_call_deltas(pieces: Sequence[ToolCallDelta]) -> list[ChatToolCallDelta]:
     """Streamed tool-call pieces in OpenAI's chunk shape."""
     return [
-        ToolCallDelta(
+        ChatToolCallDelta(
             index=piece.index,
             id=piece.id,
             type="function" if piece.id is not None else None,

@@ -15,6 +15,7 @@ from rich.table import Table
 from aligned_llm.common_settings import COMMON_PARAMETERS
 from aligned_llm.errors import InvalidSettingError
 from aligned_llm.registry import method_parameters, registered_methods
+from aligned_llm.spec import ModelSpec
 from aligned_llm.sweeps.checkers import CHECKER_FACTORIES, Checker, checker_from_spec
 from aligned_llm.sweeps.grid import grid_points
 from aligned_llm.sweeps.runner import BASELINES, start_sweep
@@ -56,11 +57,7 @@ def add_sweep_command(commands: argparse._SubParsersAction, add_common_flags: Ca
         "--baselines", default="direct",
         help=f"comma-separated reference points among {', '.join(BASELINES)} ('' for none; default: direct)",
     )  # fmt: skip
-    sweep.add_argument("--model", help="local folder or hub id (default: the bundled SmolLM2-135M-Instruct)")
-    sweep.add_argument("--device", help="cpu, cuda, cuda:1, … (default: CUDA when available)")
-    sweep.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU")
-    sweep.add_argument("--adapter", help="a LoRA adapter folder (AAD's DPO side; 'bundled' with the default model)")
-    sweep.add_argument("--reference", help="the SFT reference model, for AAD with two models")
+    ModelSpec.add_arguments(sweep)
     add_common_flags(sweep)
     for name, declarations in method_parameters().items():
         methods = ", ".join(method for method, _ in declarations)

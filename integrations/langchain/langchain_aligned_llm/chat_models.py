@@ -7,21 +7,19 @@ from typing import Any
 
 from aligned_llm import GenerationResult, StreamDelta
 from aligned_llm.prompts import Conversation
-from langchain_core.caches import BaseCache
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.globals import get_llm_cache
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 from pydantic import ConfigDict
 
-from langchain_aligned_llm.batching import BatchPlan, batch_plan, planned_result
-from langchain_aligned_llm.core_call import CoreCall
+from langchain_aligned_llm.decode_call import DecodeCall
 from langchain_aligned_llm.decoding import CoreDecoding
 from langchain_aligned_llm.messages import to_conversation
 from langchain_aligned_llm.structured import structured_runnable
-from langchain_aligned_llm.tool_messages import ai_message, message_chunk
+from langchain_aligned_llm.tool_messages import message_chunk
 from langchain_aligned_llm.tools import ToolLike, bind_kwargs
 
 
@@ -33,6 +31,12 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
     is a field and a per-call keyword: ``chat.invoke(messages, principle="Be brief.")``,
     ``chat.bind(method="opad", beta=2.0)``. Tool calls (``bind_tools``) and structured output
     (``with_structured_output``) are grammar-constrained: valid by construction. Text only.
+
+    ``invoke`` decodes through the same stream as ``stream`` (one path) and aggregates it;
+    concurrent calls (``batch``, ``abatch``, several threads or tasks) share the model's
+    running batch, one forward per step for all of them. ``profile`` says what the model
+    supports, ``max_input_tokens`` included; ``output_version="v1"`` answers with standard
+    content blocks (text, ``tool_call``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -52,6 +56,7 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
         return LangSmithParams(ls_model_type="chat", **self._aligned_ls_params(stop, kwargs))
 
     def _resolve_model_profile(self) -> ModelProfile | None:
+        """What the model supports: text in and out, tool calling and structured output (by grammar), its window."""
         profile = ModelProfile(
             text_inputs=True,
             text_outputs=True,
@@ -65,8 +70,9 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
             structured_output=True,
         )
         llm = self._loaded_llm()
-        if llm is not None:
-            profile["max_input_tokens"] = llm.context_window
+        window = llm.context_window if llm is not None else self._spec(self.model_name).declared_context_window()
+        if window is not None:
+            profile["max_input_tokens"] = window
         return profile
 
     def _generate(
@@ -76,15 +82,24 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = self._core_call(stop, kwargs)
-        conversation = to_conversation(messages)
-        result = planned_result(call, conversation) or call.llm.generate(conversation, **call.settings)
-        metadata = call.metadata(result)
-        message = ai_message(result, usage_metadata=call.usage(result), response_metadata=metadata)
-        return ChatResult(
-            generations=[ChatGeneration(message=message, generation_info=metadata)],
-            llm_output={"model_name": call.llm.name},
-        )
+        """The stream, aggregated: the answer, its tool calls, usage and metadata (no per-token callbacks)."""
+        return self._with_model_name(generate_from_stream(self._stream(messages, stop, **kwargs)))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """The async stream, aggregated (the event loop keeps running while the model decodes)."""
+        return self._with_model_name(await agenerate_from_stream(self._astream(messages, stop, **kwargs)))
+
+    @staticmethod
+    def _with_model_name(result: ChatResult) -> ChatResult:
+        """``llm_output["model_name"]`` for callbacks' ``on_llm_end``, as hosted chat models report it."""
+        result.llm_output = {"model_name": result.generations[0].message.response_metadata.get("model_name")}
+        return result
 
     def _core_prompt(self, value: list[BaseMessage]) -> Conversation:
         return to_conversation(value)
@@ -92,7 +107,7 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
     def _text_chunk(self, delta: StreamDelta) -> ChatGenerationChunk:
         return ChatGenerationChunk(message=message_chunk(delta))
 
-    def _last_chunk(self, call: CoreCall, result: GenerationResult) -> ChatGenerationChunk:
+    def _last_chunk(self, call: DecodeCall, result: GenerationResult) -> ChatGenerationChunk:
         metadata = call.metadata(result)
         last = AIMessageChunk(
             content="", usage_metadata=call.usage(result), response_metadata=metadata, chunk_position="last"
@@ -135,48 +150,3 @@ class ChatAlignedLLM(CoreDecoding, BaseChatModel):
         ``include_raw=True`` returns ``{"raw", "parsed", "parsing_error"}``.
         """
         return structured_runnable(self, schema, method=method, include_raw=include_raw, strict=strict, **kwargs)
-
-    def batch(
-        self,
-        inputs: list[LanguageModelInput],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[BaseMessage]:
-        """Like LangChain's ``batch()`` (one run per input), decoding inputs with equal settings as one engine batch."""
-        with batch_plan(self._plan(inputs, kwargs)):
-            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-
-    async def abatch(
-        self,
-        inputs: list[LanguageModelInput],
-        config: RunnableConfig | list[RunnableConfig] | None = None,
-        *,
-        return_exceptions: bool = False,
-        **kwargs: Any,
-    ) -> list[BaseMessage]:
-        """Async ``batch()``, batched the same way."""
-        with batch_plan(self._plan(inputs, kwargs)):
-            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-
-    def _plan(self, inputs: Sequence[LanguageModelInput], kwargs: dict[str, Any]) -> BatchPlan | None:
-        """Announce the calls a batch will make; none when they would not reach ``_generate`` together."""
-        if len(inputs) < 2 or self._caching() or self._should_stream(async_api=False, **kwargs):
-            return None
-        try:
-            overrides = {name: value for name, value in kwargs.items() if name != "stop"}
-            call = self._core_call(kwargs.get("stop"), overrides)
-        except ValueError:
-            return None  # every run fails on its own
-        plan = BatchPlan(self.max_batch_size)
-        for value in inputs:
-            try:
-                plan.expect(call, to_conversation(self._convert_input(value).to_messages()))
-            except (ValueError, TypeError):
-                continue  # this input fails on its own in its run
-        return plan
-
-    def _caching(self) -> bool:
-        """Whether LangChain may answer some calls from its cache (they would then not reach the model)."""
-        return self.cache is not False and (isinstance(self.cache, BaseCache) or get_llm_cache() is not None)

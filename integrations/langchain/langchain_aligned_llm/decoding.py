@@ -3,7 +3,7 @@
 Both classes turn their input into a core prompt (messages or a string) and their deltas into
 their own chunk type; everything else — opening the core stream, the last chunk with usage and
 metadata, callbacks, closing — is here once. Async streams iterate the core stream with
-``async for``, which runs each step on a worker thread.
+``async for``, which awaits the model's running batch without blocking the event loop.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from aligned_llm.prompts import Prompt
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.outputs import GenerationChunk
 
-from langchain_aligned_llm.core_call import CoreCall
+from langchain_aligned_llm.decode_call import DecodeCall
 from langchain_aligned_llm.params import AlignedLLMParams
 
 
@@ -37,12 +37,12 @@ class CoreDecoding(AlignedLLMParams):
         """A chunk carrying one delta: prose text and, for chat models, tool-call pieces."""
 
     @abstractmethod
-    def _last_chunk(self, call: CoreCall, result: GenerationResult) -> GenerationChunk:
+    def _last_chunk(self, call: DecodeCall, result: GenerationResult) -> GenerationChunk:
         """The empty last chunk carrying usage and metadata."""
 
     def _open_stream(
         self, value: Any, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[CoreCall, GenerationStream]:
+    ) -> tuple[DecodeCall, GenerationStream]:
         """Check the settings and render the prompt now; decoding starts on the first step."""
         call = self._core_call(stop, kwargs)
         return call, call.llm.stream(self._core_prompt(value), **call.settings)
@@ -85,7 +85,7 @@ class CoreDecoding(AlignedLLMParams):
             stream.cancel()
             stream.close()
 
-    def _chunks(self, call: CoreCall, stream: GenerationStream) -> Iterator[Any]:
+    def _chunks(self, call: DecodeCall, stream: GenerationStream) -> Iterator[Any]:
         """Each text delta as a chunk, then the last chunk with usage and metadata."""
         for delta in stream.deltas():
             yield self._text_chunk(delta)

@@ -17,7 +17,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict
 
-from langchain_aligned_llm.core_call import CoreCall
+from langchain_aligned_llm.decode_call import DecodeCall
 from langchain_aligned_llm.decoding import CoreDecoding
 
 
@@ -89,19 +89,48 @@ class AlignedLLMText(CoreDecoding, LLM):
         """LangChain's ``batch()``; with ``return_exceptions``, only the inputs that are bad get an exception."""
         if not return_exceptions or len(inputs) < 2:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        errors: dict[int, Exception] = {}
+        refused, good, configs = self._refused_inputs(inputs, config, kwargs)
+        answers = super().batch([inputs[i] for i in good], configs, return_exceptions=True, **kwargs) if good else []
+        return _in_input_order(len(inputs), refused, answers)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Async :meth:`batch`: with ``return_exceptions``, only the inputs that are bad get an exception."""
+        if not return_exceptions or len(inputs) < 2:
+            return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        refused, good, configs = self._refused_inputs(inputs, config, kwargs)
+        answers = (
+            await super().abatch([inputs[i] for i in good], configs, return_exceptions=True, **kwargs) if good else []
+        )
+        return _in_input_order(len(inputs), refused, answers)
+
+    def _refused_inputs(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[dict[int, Exception], list[int], RunnableConfig | list[RunnableConfig] | None]:
+        """The inputs the core refuses (by index, with their errors), the others' indices and their configs.
+
+        LangChain decodes a batch's prompts in one ``_generate`` call, where one bad prompt would
+        fail them all; each is checked first (no model work), so only the bad ones fail.
+        """
+        refused: dict[int, Exception] = {}
         for index, value in enumerate(inputs):
             try:
                 call = self._core_call(kwargs.get("stop"), {k: v for k, v in kwargs.items() if k != "stop"})
                 call.llm.check(self._convert_input(value).to_string(), **call.settings)
             except Exception as error:  # handed back in its input's place, as return_exceptions asks
-                errors[index] = error
-        good = [index for index in range(len(inputs)) if index not in errors]
+                refused[index] = error
+        good = [index for index in range(len(inputs)) if index not in refused]
         configs = [config[index] for index in good] if isinstance(config, list) else config
-        answers = iter(
-            super().batch([inputs[i] for i in good], configs, return_exceptions=True, **kwargs) if good else []
-        )
-        return [errors[index] if index in errors else next(answers) for index in range(len(inputs))]
+        return refused, good, configs
 
     def _core_prompt(self, value: str) -> str:
         return value
@@ -109,16 +138,22 @@ class AlignedLLMText(CoreDecoding, LLM):
     def _text_chunk(self, delta: StreamDelta) -> GenerationChunk:
         return GenerationChunk(text=delta.text)
 
-    def _last_chunk(self, call: CoreCall, result: GenerationResult) -> GenerationChunk:
+    def _last_chunk(self, call: DecodeCall, result: GenerationResult) -> GenerationChunk:
         return GenerationChunk(text="", generation_info=_info(call, result))
 
 
-def _info(call: CoreCall, result: GenerationResult) -> dict[str, Any]:
+def _in_input_order(count: int, refused: dict[int, Exception], answers: list[Any]) -> list[Any]:
+    """The refused inputs' errors and the others' answers, in the inputs' order."""
+    remaining = iter(answers)
+    return [refused[index] if index in refused else next(remaining) for index in range(count)]
+
+
+def _info(call: DecodeCall, result: GenerationResult) -> dict[str, Any]:
     """``generation_info``: the chat model's ``response_metadata`` plus the token usage."""
     return {**call.metadata(result), "usage": dict(call.usage(result))}
 
 
-def _llm_result(call: CoreCall, results: list[GenerationResult]) -> LLMResult:
+def _llm_result(call: DecodeCall, results: list[GenerationResult]) -> LLMResult:
     """LangChain's result for a batch of core results, with the summed token usage."""
     generations = [[Generation(text=result.text, generation_info=_info(call, result))] for result in results]
     usage = {

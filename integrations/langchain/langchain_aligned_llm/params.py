@@ -3,10 +3,12 @@
 Every setting of the core's registry (``aligned_llm.setting_names()``: the common settings and
 every registered method's parameters) is a field (``None`` = the library's default) and a
 per-call keyword argument (``invoke(..., principle=...)``, ``bind(...)``,
-``configurable_fields``); a per-call value, even ``None``, replaces the field. Only settings
-that are not ``None`` reach the core, so the library's own defaults apply otherwise. Fields
-for methods registered later are added when they register. Unknown per-call keywords are
-refused by name, as in the core.
+``configurable_fields``); a per-call value, even ``None``, replaces the field. Fields are typed
+from the registry (``aligned_llm.registry.setting_fields``: type, range, help) and checked by
+the core. Only settings that are not ``None`` reach the core, so the library's own defaults
+apply otherwise. Fields for methods registered later are added when they register. Unknown
+per-call keywords are refused by name, as in the core. The load options (``device``,
+``adapter``, …) are ``ModelSpec``'s fields, and a ``ModelSpec`` keys the shared models.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aligned_llm import AlignedLLM, DecodingMethod, InvalidSettingError, check_setting, setting_names
+from aligned_llm import AlignedLLM, InvalidSettingError, ModelSpec, setting_names
 from aligned_llm.loading import BUNDLED_NAME
-from aligned_llm.registry import method_parameters, on_register
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from aligned_llm.registry import setting_fields
+from aligned_llm.typed_fields import SchemaOfSettings, add_setting_fields, keep_setting_fields, setting_field
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 
-from langchain_aligned_llm.core_call import PROVIDER, CoreCall
-from langchain_aligned_llm.registry import loaded_llm, shared_llm
+from langchain_aligned_llm.decode_call import PROVIDER, DecodeCall
+from langchain_aligned_llm.registry import loaded_llm, model_spec, shared_llm
 
 RENAMED: dict[str, str] = {"profile": "user_profile", "max_new_tokens": "max_tokens"}
 """Core setting → LangChain field, where LangChain has its own name (``profile`` is a chat-model field there)."""
@@ -33,8 +36,9 @@ LANGCHAIN_KEYWORDS = frozenset({"model", "stream", "ls_structured_output_format"
 """Per-call keywords that LangChain itself (or this integration) passes besides the settings."""
 # accepted at construction for drop-in compatibility with hosted models; meaningless for a local model
 IGNORED_INIT_PARAMS = ("api_key", "timeout", "max_retries")
-# fields that decide what a model name loads
-LOAD_OPTIONS = ("device", "dtype", "adapter", "reference", "reward_model")
+LOAD_OPTIONS = ModelSpec.options()
+"""Fields that decide what a model name loads: ``ModelSpec``'s, besides ``model``."""
+FIELD_HELP = {"trace": "per-token trace in response_metadata['trace']"}
 
 
 def settings_map() -> dict[str, str]:
@@ -42,47 +46,27 @@ def settings_map() -> dict[str, str]:
     return {RENAMED.get(name, name): name for name in setting_names() if name not in SEPARATE}
 
 
-def _setting_field(name: str) -> tuple[Any, FieldInfo]:
-    """The annotation and field of one registry setting (checked by the core, so typed loosely here)."""
-    if name == "method":
-        return str | DecodingMethod | None, FieldInfo(
-            default=None, description="a registered method or a DecodingMethod"
+def decoding_fields() -> dict[str, tuple[Any, FieldInfo]]:
+    """A typed field per registry setting, by LangChain name (``None``: the library's default; ``trace`` off)."""
+    return {
+        RENAMED.get(name, name): setting_field(
+            declaration, default=False if name == "trace" else None, description=FIELD_HELP.get(name)
         )
-    if name == "trace":
-        return bool, FieldInfo(default=False, description="per-token trace in response_metadata['trace']")
-    declarations = method_parameters().get(name)
-    if declarations is None:
-        from aligned_llm.common_settings import COMMON_PARAMETERS
-
-        help_text = next(parameter.help for parameter in COMMON_PARAMETERS if parameter.name == name)
-    else:
-        help_text = "; ".join(f"{method}: {parameter.help}" for method, parameter in declarations)
-    return Any, FieldInfo(default=None, description=help_text)
+        for name, declaration in setting_fields().items()
+        if name not in SEPARATE
+    }
 
 
-def add_setting_fields(cls: type[BaseModel]) -> None:
-    """Give ``cls`` and its subclasses a field for every registry setting they lack, then rebuild them."""
-    classes = [cls]
-    while len(classes) < 64:
-        more = [sub for known in classes for sub in known.__subclasses__() if sub not in classes]
-        if not more:
-            break
-        classes.extend(more)
-    for model in classes:
-        missing = [field for field in settings_map() if field not in model.__pydantic_fields__]
-        for field in missing:
-            annotation, info = _setting_field(settings_map()[field])
-            info.annotation = annotation
-            model.__pydantic_fields__[field] = info
-            model.__annotations__[field] = annotation  # so subclasses created later inherit the field
-        if missing:
-            model.model_rebuild(force=True)
+def load_option_fields() -> dict[str, tuple[Any, FieldInfo]]:
+    """A field per load option, from ``ModelSpec`` (a model named by ``model`` is loaded with them)."""
+    return {name: (str | None, FieldInfo(default=None, description=ModelSpec.help(name))) for name in LOAD_OPTIONS}
 
 
-class AlignedLLMParams(BaseModel):
+class AlignedLLMParams(SchemaOfSettings):
     """Model and decoding fields of ``ChatAlignedLLM`` and ``AlignedLLMText``.
 
-    The decoding fields are added from the core's setting registry (:func:`add_setting_fields`).
+    The decoding fields are added from the core's setting registry (:func:`decoding_fields`),
+    the load options from ``ModelSpec`` (:func:`load_option_fields`).
     """
 
     # concrete classes repeat extra="forbid": LangChain's base classes, listed after this one, set extra="ignore"
@@ -93,29 +77,11 @@ class AlignedLLMParams(BaseModel):
     model: str | None = None
     """Local folder or hub id, loaded on first use and shared by every object naming it (default: the bundled
     SmolLM2-135M-Instruct); with ``llm``, just its display name (default ``llm.name``)."""
-    device: str | None = None
-    """Device for a model loaded by name (default: CUDA when available, else CPU)."""
-    dtype: str | None = None
-    """dtype for a model loaded by name (default: bf16 on CUDA, fp32 on CPU)."""
-    adapter: str | None = None
-    """LoRA folder loaded on top of ``model`` (for AAD: the DPO side; ``"bundled"`` with the default model)."""
-    reference: str | None = None
-    """SFT model of a DPO ``model``, for two-model AAD."""
-    reward_model: str | None = None
-    """PAD's reward model (PersRM): a model folder or a LoRA folder on ``model``."""
     stop: list[str] | None = None
     """Stop strings; joined with per-call ``stop``. The first match ends the text and is cut from it."""
     max_batch_size: int = Field(default=32, ge=1)
-    """Most prompts decoded in one engine batch by ``batch()``."""
-
-    @model_validator(mode="after")
-    def _check_settings(self) -> AlignedLLMParams:
-        """Each setting given is checked by the core's registry (guidance may still come per call)."""
-        for field, name in settings_map().items():
-            value = getattr(self, field, None)
-            if value is not None:
-                check_setting(name, value)
-        return self
+    """Most prompts the text LLM decodes in one engine batch (LangChain hands it a batch's prompts together);
+    the chat model's concurrent calls share the model's running batch instead."""
 
     @model_validator(mode="before")
     @classmethod
@@ -155,7 +121,7 @@ class AlignedLLMParams(BaseModel):
     def _aligned_identifying_params(self) -> dict[str, Any]:
         """Everything that changes the output: LangChain's cache key and tracing are built from it."""
         params: dict[str, Any] = {"model": self.model_name}
-        params.update({name: getattr(self, name) for name in LOAD_OPTIONS})
+        params.update({name: getattr(self, name, None) for name in LOAD_OPTIONS})
         params.update({name: getattr(self, name, None) for name in settings_map()})
         # not "stop": LangChain overwrites that key with the per-call stop, which would drop the field from the key
         params["configured_stop"] = self.stop
@@ -168,7 +134,7 @@ class AlignedLLMParams(BaseModel):
 
     def _loaded_llm(self) -> AlignedLLM | None:
         """The model if it is already in memory (never loads)."""
-        return self.llm or loaded_llm(self.model_name, self._load_options())
+        return self.llm or loaded_llm(self._spec(self.model_name))
 
     def _resolve_llm(self, model: object = None) -> AlignedLLM:
         """The model for a call: this object's, or a per-call ``model=`` override loaded and shared by name."""
@@ -178,11 +144,13 @@ class AlignedLLMParams(BaseModel):
             if self.llm is not None:
                 return self.llm
             model = self.model_name
-        return shared_llm(model, self._load_options())
+        return shared_llm(self._spec(model))
 
-    def _load_options(self) -> dict[str, str]:
-        """Keyword arguments of ``AlignedLLM.from_pretrained`` for a model loaded by name."""
-        return {name: getattr(self, name) for name in LOAD_OPTIONS if getattr(self, name) is not None}
+    def _spec(self, model: str) -> ModelSpec:
+        """What ``model`` (this object's or a per-call override) loads, with this object's load options."""
+        return model_spec(
+            model, {name: getattr(self, name) for name in LOAD_OPTIONS if getattr(self, name) is not None}
+        )
 
     def _effective_settings(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Field values with per-call overrides applied, by LangChain name; unknown keywords are refused."""
@@ -207,7 +175,7 @@ class AlignedLLMParams(BaseModel):
         per_call = [stop] if isinstance(stop, str) else list(stop or [])
         return list(dict.fromkeys([*(self.stop or []), *per_call]))
 
-    def _core_call(self, stop: list[str] | str | None, overrides: Mapping[str, Any]) -> CoreCall:
+    def _core_call(self, stop: list[str] | str | None, overrides: Mapping[str, Any]) -> DecodeCall:
         """Resolve the model and the core's keyword arguments for one call (unknown keywords are refused)."""
         values = self._effective_settings(overrides)
         fields = settings_map()
@@ -215,7 +183,7 @@ class AlignedLLMParams(BaseModel):
         stops = self._stop_strings(stop)
         if stops:
             settings["stop"] = stops
-        return CoreCall(self._resolve_llm(overrides.get("model")), settings)
+        return DecodeCall(self._resolve_llm(overrides.get("model")), settings)
 
     def _aligned_ls_params(self, stop: list[str] | str | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """LangSmith's standard parameters, honouring per-call overrides (``model`` included)."""
@@ -235,5 +203,5 @@ class AlignedLLMParams(BaseModel):
         return params
 
 
-add_setting_fields(AlignedLLMParams)
-on_register(lambda _method: add_setting_fields(AlignedLLMParams))
+add_setting_fields(AlignedLLMParams, load_option_fields)
+keep_setting_fields(AlignedLLMParams, decoding_fields)

@@ -2,7 +2,8 @@
 
 LangChain builds model objects often (``bind``, ``configurable_fields``, the standard test
 suite); loading a model each time would be slow and would multiply memory, so loading is
-lazy (first call, not construction) and keyed by everything that decides the loaded weights.
+lazy (first call, not construction) and keyed by everything that decides the loaded weights:
+the :class:`~aligned_llm.ModelSpec` that loads it.
 
 The registry keeps at most :func:`max_shared_models` models (least recently used first out),
 so per-call ``model=`` values cannot pile models up in memory. An evicted model stays alive
@@ -15,24 +16,28 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
-from aligned_llm import AlignedLLM, InvalidSettingError
+from aligned_llm import AlignedLLM, InvalidSettingError, ModelSpec
 from aligned_llm.loading import BUNDLED_NAME
 
 MAX_MODELS_VARIABLE = "LANGCHAIN_ALIGNED_LLM_MAX_MODELS"
 DEFAULT_MAX_MODELS = 2
 """Models kept loaded when neither :func:`set_max_shared_models` nor the environment variable says otherwise."""
 
-_Key = tuple[str, tuple[tuple[str, str], ...]]
-_loaded: OrderedDict[_Key, AlignedLLM] = OrderedDict()
-_loading: dict[_Key, threading.Lock] = {}
+_loaded: OrderedDict[ModelSpec, AlignedLLM] = OrderedDict()
+_loading: dict[ModelSpec, threading.Lock] = {}
 _registry = threading.Lock()  # guards the two dicts and the limit only, never held while a model loads
 _max_models: int | None = None
 
 
-def _key(model: str, options: Mapping[str, str] | None) -> _Key:
-    return model, tuple(sorted(dict(options or {}).items()))
+def model_spec(model: ModelSpec | str, options: Mapping[str, str] | None = None) -> ModelSpec:
+    """The spec that loads ``model``: the bundled model's name (unless a folder of that name exists) is ``None``."""
+    if isinstance(model, ModelSpec):
+        return model if model.model != BUNDLED_NAME or Path(BUNDLED_NAME).exists() else replace(model, model=None)
+    bundled = model == BUNDLED_NAME and not Path(model).exists()
+    return ModelSpec(model=None if bundled else model, **dict(options or {}))
 
 
 def _check_limit(parameter: str, value: object) -> int:
@@ -78,15 +83,15 @@ def _evict() -> None:
         _loaded.popitem(last=False)
 
 
-def shared_llm(model: str, options: Mapping[str, str] | None = None) -> AlignedLLM:
-    """The shared ``AlignedLLM`` for ``model`` (a local folder, a hub id, or the bundled model's name).
+def shared_llm(model: ModelSpec | str, options: Mapping[str, str] | None = None) -> AlignedLLM:
+    """The shared ``AlignedLLM`` a ``ModelSpec`` loads, or ``model`` (a folder, a hub id, the bundled model's name).
 
-    ``options`` are ``AlignedLLM.from_pretrained`` keywords (``device``, ``dtype``,
+    ``options`` (with a name) are ``ModelSpec``'s load options (``device``, ``dtype``,
     ``adapter``, ``reference``, ``reward_model``). ``"SmolLM2-135M-Instruct"`` is the bundled
     model unless a folder of that name exists. Only a hub id that is not a local path can
     reach the network. Concurrent first calls load it once.
     """
-    key = _key(model, options)
+    key = model_spec(model, options)
     with _registry:
         if key in _loaded:
             _loaded.move_to_end(key)
@@ -98,11 +103,7 @@ def shared_llm(model: str, options: Mapping[str, str] | None = None) -> AlignedL
                 _loaded.move_to_end(key)
                 return _loaded[key]
         try:
-            kwargs = dict(key[1])
-            if model == BUNDLED_NAME and not Path(model).exists():
-                llm = AlignedLLM.default(**kwargs)
-            else:
-                llm = AlignedLLM.from_pretrained(model, **kwargs)
+            llm = key.load()
             with _registry:
                 _loaded[key] = llm
                 _evict()
@@ -113,7 +114,7 @@ def shared_llm(model: str, options: Mapping[str, str] | None = None) -> AlignedL
                     del _loading[key]
 
 
-def loaded_llm(model: str, options: Mapping[str, str] | None = None) -> AlignedLLM | None:
+def loaded_llm(model: ModelSpec | str, options: Mapping[str, str] | None = None) -> AlignedLLM | None:
     """The shared model if it is already loaded, without loading it (or waiting for a load)."""
     with _registry:
-        return _loaded.get(_key(model, options))
+        return _loaded.get(model_spec(model, options))

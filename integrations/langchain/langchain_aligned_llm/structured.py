@@ -29,12 +29,11 @@ from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ValidationError
 from pydantic.v1 import ValidationError as ValidationErrorV1
 
-from langchain_aligned_llm.tools import bind_kwargs
+from langchain_aligned_llm.tools import bind_kwargs, check_strict, openai_tool
 
 Method = Literal["json_schema", "function_calling", "json_mode"]
 METHODS = ("json_schema", "function_calling", "json_mode")
@@ -56,16 +55,17 @@ def structured_runnable(
         raise InvalidSettingError("schema", f"is required with method={method!r} (only json_mode takes none)")
     if kwargs:
         raise InvalidSettingError(next(iter(kwargs)), "is not an argument of with_structured_output")
+    check_strict(strict)
+    tool = openai_tool(schema, strict, "schema") if schema is not None else None
     # what LangChain reports to callbacks and tracing (popped before the call: it never reaches the core)
     tracing = {"ls_structured_output_format": {"kwargs": {"method": method, "strict": strict}, "schema": schema}}
     tracing = tracing if schema is not None else {}
-    if method == "function_calling":
-        tool = convert_to_openai_tool(schema, strict=strict)
+    if tool is not None and method == "function_calling":
         name = tool["function"]["name"]
         bound = model.bind(**bind_kwargs([tool], name, parallel_tool_calls=False), **tracing)
         parse = _parser(schema, lambda message: _tool_arguments(message, name))
     else:
-        bound = model.bind(response_format=_response_format(schema, strict), **tracing)
+        bound = model.bind(response_format=_response_format(tool, strict), **tracing)
         parse = _parser(schema, _json_content)
     parser = RunnableLambda(parse, name="parse_structured_output")
     if not include_raw:
@@ -75,11 +75,11 @@ def structured_runnable(
     return RunnableMap(raw=bound) | with_parsed.with_fallbacks([without], exception_key="parsing_error")
 
 
-def _response_format(schema: Mapping[str, Any] | type | None, strict: bool | None) -> dict[str, Any]:
-    """The core's ``response_format``: the schema, or any JSON object when there is none (json_mode)."""
-    if schema is None:
+def _response_format(tool: Mapping[str, Any] | None, strict: bool | None) -> dict[str, Any]:
+    """The core's ``response_format``: the schema's function spec, or any JSON object when there is none (json_mode)."""
+    if tool is None:
         return {"type": "json_object"}
-    function = convert_to_openai_tool(schema, strict=strict)["function"]
+    function = tool["function"]
     json_schema: dict[str, Any] = {"name": function["name"], "schema": function.get("parameters", {})}
     if function.get("description"):
         json_schema["description"] = function["description"]

@@ -3,8 +3,8 @@
 In: an ``AIMessage``'s ``tool_calls`` become the assistant message's ``tool_calls`` (arguments as
 a dict; an invalid call's as the text it had) and a ``ToolMessage`` becomes a ``{"role": "tool",
 "tool_call_id", "content"}`` message, so an agent's history renders through the chat template.
-Out: a result's tool calls become ``AIMessage.tool_calls`` and a stream's tool-call deltas
-become ``tool_call_chunks`` (the fragments of one call share its ``index``; LangChain joins them).
+Out: a stream's tool-call deltas become ``tool_call_chunks`` (the fragments of one call share its
+``index``); LangChain joins them into ``AIMessage.tool_calls``, for ``invoke`` too (the stream, aggregated).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
-from langchain_core.messages.tool import ToolCall, tool_call, tool_call_chunk
+from langchain_core.messages.tool import tool_call_chunk
 
 if TYPE_CHECKING:
-    from aligned_llm import GenerationResult, StreamDelta
+    from aligned_llm import StreamDelta
 
 TOOL_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "tool_call_chunk", "invalid_tool_call", "function_call"})
 """Content blocks that mirror ``AIMessage.tool_calls`` (Anthropic's ``tool_use``, LangChain's v1 blocks)."""
@@ -37,16 +37,6 @@ def tool_fields(message: BaseMessage) -> dict[str, Any]:
 
 def _call(call_id: str | None, name: str | None, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
     return {"id": call_id or "", "type": "function", "function": {"name": name or "", "arguments": arguments or ""}}
-
-
-def lc_tool_calls(result: GenerationResult) -> list[ToolCall]:
-    """The result's tool calls as LangChain's ``AIMessage.tool_calls``."""
-    return [tool_call(name=call.name, args=dict(call.arguments), id=call.id) for call in result.tool_calls]
-
-
-def ai_message(result: GenerationResult, **fields: Any) -> AIMessage:
-    """The answer: its prose as content and its tool calls; ``fields`` are usage and metadata."""
-    return AIMessage(content=result.text, tool_calls=lc_tool_calls(result), **fields)
 
 
 def message_chunk(delta: StreamDelta) -> AIMessageChunk:

@@ -16,10 +16,35 @@ from typing import Any
 from aligned_llm import InvalidSettingError
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic.errors import PydanticUserError
 
 ToolLike = Mapping[str, Any] | type | Callable[..., Any] | BaseTool
 
 _CHOICE_WORDS = {"auto": "auto", "none": "none", "required": "required", "any": "required"}
+TOOL_KINDS = "a LangChain tool, a pydantic class, a TypedDict, a function or an OpenAI-style dict"
+
+
+def check_strict(strict: object) -> bool | None:
+    """``strict``: ``True``, ``False`` or ``None`` (a string such as ``"yes"`` would silently mean True)."""
+    if strict is not None and not isinstance(strict, bool):
+        raise InvalidSettingError("strict", f"must be True, False or None, got {strict!r}")
+    return strict
+
+
+def openai_tool(tool: object, strict: bool | None, parameter: str) -> dict[str, Any]:
+    """One tool (or a structured-output schema) as an OpenAI function spec; ``parameter`` names it in errors."""
+    try:
+        spec = convert_to_openai_tool(tool, strict=strict)  # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError, PydanticUserError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise InvalidSettingError(
+            parameter, f"must be {TOOL_KINDS} whose arguments have a JSON schema; got {tool!r} ({reason})"
+        ) from error
+    if spec.get("type") != "function" or "name" not in spec.get("function", {}):
+        raise InvalidSettingError(
+            parameter, f"only function tools can be bound (a local model has no built-in tools): {spec!r}"
+        )
+    return spec
 
 
 def openai_tools(tools: Sequence[ToolLike], strict: bool | None = None) -> list[dict[str, Any]]:
@@ -27,18 +52,8 @@ def openai_tools(tools: Sequence[ToolLike], strict: bool | None = None) -> list[
 
     ``strict=True`` closes the schemas (no extra properties), as OpenAI's strict mode does.
     """
-    specs = []
-    for index, tool in enumerate(tools):
-        try:
-            spec = convert_to_openai_tool(tool, strict=strict)
-        except (ValueError, TypeError, AttributeError) as error:
-            raise InvalidSettingError(f"tools[{index}]", f"cannot be converted to a function spec: {error}") from error
-        if spec.get("type") != "function" or "name" not in spec.get("function", {}):
-            raise InvalidSettingError(
-                f"tools[{index}]", f"only function tools can be bound (a local model has no built-in tools): {spec!r}"
-            )
-        specs.append(spec)
-    return specs
+    check_strict(strict)
+    return [openai_tool(tool, strict, f"tools[{index}]") for index, tool in enumerate(tools)]
 
 
 def core_tool_choice(choice: object, names: Sequence[str]) -> str | dict[str, Any] | None:

@@ -1,8 +1,10 @@
-"""batch(): inputs with equal settings decode as one engine batch, with the same texts as serial calls."""
+"""batch()/abatch(): concurrent calls share the model's forwards (the running batch) and give the serial texts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 from aligned_llm import AlignedLLM, PromptTooLongError
@@ -23,36 +25,49 @@ def chat(tiny_model_dir) -> ChatAlignedLLM:
     return ChatAlignedLLM(model=tiny_model_dir, device="cpu", max_tokens=6)
 
 
-def test_batch_is_one_engine_batch_with_the_serial_texts(chat, spy):
-    serial = [chat.invoke(prompt).content for prompt in PROMPTS]
-    spy.calls.clear()
-    batched = chat.batch(PROMPTS)
+@contextmanager
+def counting_forwards(llm: AlignedLLM) -> Iterator[list[int]]:
+    """Count the model's forward passes (a forward hook) while the block runs."""
+    forwards = [0]
+    handle = llm.model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+    try:
+        yield forwards
+    finally:
+        handle.remove()
+
+
+LONG = 24
+"""Answer length for the sharing tests: long enough that concurrent calls overlap for most of their steps."""
+
+
+def test_batch_shares_forwards_and_gives_the_serial_texts(tiny_model_dir, tiny):
+    chat = ChatAlignedLLM(model=tiny_model_dir, device="cpu", max_tokens=LONG)
+    with counting_forwards(tiny) as serial_forwards:
+        serial = [chat.invoke(prompt).content for prompt in PROMPTS]
+    with counting_forwards(tiny) as batch_forwards:
+        batched = chat.batch(PROMPTS)
     assert [message.content for message in batched] == serial
-    assert [call.batch_size for call in spy.calls] == [len(PROMPTS)]
+    # every call joins the model's running batch: one forward per step serves all of them
+    assert batch_forwards[0] <= serial_forwards[0] / 2
     assert len({message.usage_metadata["input_tokens"] for message in batched}) > 1
 
 
-async def test_abatch_is_one_engine_batch(chat, spy):
-    serial = [chat.invoke(prompt).content for prompt in PROMPTS]
-    spy.calls.clear()
-    batched = await chat.abatch(PROMPTS)
+async def test_abatch_shares_forwards_and_gives_the_serial_texts(tiny_model_dir, tiny):
+    chat = ChatAlignedLLM(model=tiny_model_dir, device="cpu", max_tokens=LONG)
+    with counting_forwards(tiny) as serial_forwards:
+        serial = [(await chat.ainvoke(prompt)).content for prompt in PROMPTS]
+    with counting_forwards(tiny) as batch_forwards:
+        batched = await chat.abatch(PROMPTS)
     assert [message.content for message in batched] == serial
-    assert [call.batch_size for call in spy.calls] == [len(PROMPTS)]
+    assert batch_forwards[0] <= serial_forwards[0] / 2
 
 
-def test_a_chain_batch_reaches_the_model_as_one_engine_batch(chat, spy):
+def test_a_chain_batch_gives_each_input_its_answer(chat):
     chain = ChatPromptTemplate.from_messages([("system", "Be kind."), ("human", "{question}")]) | chat
     answers = chain.batch([{"question": prompt} for prompt in PROMPTS])
-    assert [call.batch_size for call in spy.calls] == [len(PROMPTS)]
-    conversations = [[{"role": "system", "content": "Be kind."}, {"role": "user", "content": p}] for p in PROMPTS]
-    assert sorted(map(repr, spy.calls[0].prompt)) == sorted(map(repr, conversations))
-    assert answers[1].content == chat.invoke([("system", "Be kind."), ("human", PROMPTS[1])]).content
-
-
-def test_max_batch_size_bounds_the_engine_batches(chat, spy):
-    small = chat.model_copy(update={"max_batch_size": 3})
-    small.batch([*PROMPTS, "One more."])
-    assert sorted(call.batch_size for call in spy.calls) == [2, 3]
+    assert [answer.content for answer in answers] == [
+        chat.invoke([("system", "Be kind."), ("human", prompt)]).content for prompt in PROMPTS
+    ]
 
 
 def test_concurrent_batches_of_mixed_principles_match_serial_calls(chat):

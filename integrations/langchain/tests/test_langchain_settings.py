@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
-from aligned_llm import GenerationResult, ModelPathError, PromptTooLongError
+from aligned_llm import ModelPathError, ModelSpec, PromptTooLongError
 from langchain_core.caches import InMemoryCache
 from langchain_core.runnables import ConfigurableField
 from pydantic import ValidationError
 
 from langchain_aligned_llm import AlignedLLMText, ChatAlignedLLM
-from langchain_aligned_llm.registry import shared_llm
+from langchain_aligned_llm.registry import loaded_llm, shared_llm
 
 PRINCIPLE = "Answer like a pirate."
 
@@ -83,19 +87,13 @@ def test_settings_in_response_metadata(chat):
     assert "trace" not in metadata
 
 
-def test_profile_k_alpha_pad_base_are_forwarded(chat, tiny, monkeypatch):
-    seen = []
-
-    def generate(prompt, **settings):
-        seen.append(settings)
-        return GenerationResult(text="ok", input_tokens=3, output_tokens=1, finish_reason="stop")
-
-    monkeypatch.setattr(tiny, "generate", generate)
+def test_profile_k_alpha_pad_base_are_forwarded(chat, spy):
     configured = chat.model_copy(update={"user_profile": "Likes cats.", "k": 5})
     configured.invoke("Hi", alpha=0.3, pad_base="plain")
     configured.bind(profile={"humor": 1.0}).invoke("Hi")
-    assert (seen[0]["profile"], seen[0]["k"], seen[0]["alpha"], seen[0]["pad_base"]) == ("Likes cats.", 5, 0.3, "plain")
-    assert seen[1]["profile"] == {"humor": 1.0}
+    first, second = (call.settings for call in spy.calls)
+    assert (first["profile"], first["k"], first["alpha"], first["pad_base"]) == ("Likes cats.", 5, 0.3, "plain")
+    assert second["profile"] == {"humor": 1.0}
 
 
 def test_core_spellings_work_per_call_and_conflicts_are_refused(chat, spy):
@@ -233,3 +231,82 @@ def test_model_profile_reports_capabilities_and_context_window(tiny):
     assert profile["max_input_tokens"] == tiny.context_window
     assert profile["tool_calling"] is profile["structured_output"] is True
     assert profile["text_inputs"] is True
+
+
+def test_fields_are_typed_from_the_registry():
+    """IDEs, ``model_json_schema()`` and ``configurable_fields`` see each setting's type and range."""
+    properties = ChatAlignedLLM.model_json_schema()["properties"]
+    assert properties["beta"]["anyOf"] == [{"type": "number", "minimum": 0.0}, {"type": "null"}]
+    assert properties["k"]["anyOf"] == [{"type": "integer", "minimum": 1}, {"type": "null"}]
+    assert properties["alpha"]["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0.0, "maximum": 1.0}
+    assert properties["top_p"]["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0.0, "maximum": 1.0}
+    assert properties["opad_window"]["anyOf"][0] == {"enum": ["reference", "last", 1]}
+    assert "pad: " in properties["k"]["description"]
+    assert "llm" not in properties, "the loaded model has no JSON schema: left out, not a failure"
+    assert AlignedLLMText.model_json_schema()["properties"]["beta"] == properties["beta"]
+    configurable = ChatAlignedLLM().configurable_fields(k=ConfigurableField(id="k")).config_schema()
+    assert configurable.model_json_schema()["$defs"]["Configurable"]["properties"]["k"]["anyOf"][0] == {
+        "type": "integer", "minimum": 1,
+    }  # fmt: skip
+
+
+def test_a_typed_field_still_holds_the_core_value(tiny_model_dir):
+    chat = ChatAlignedLLM(model=tiny_model_dir, device="cpu", beta=2, k=3, stop=("\n",))
+    assert (chat.beta, type(chat.beta), chat.k) == (2.0, float, 3)
+    with pytest.raises(ValidationError, match="beta: must be"):
+        ChatAlignedLLM(model=tiny_model_dir, beta=True)
+
+
+def test_load_options_are_model_spec_fields_and_key_the_shared_models(tiny_model_dir):
+    chat = ChatAlignedLLM(model=tiny_model_dir, device="cpu", dtype="float32")
+    assert ModelSpec.options() == ("adapter", "reference", "reward_model", "device", "dtype")
+    assert all(name in ChatAlignedLLM.model_fields for name in ModelSpec.options())
+    assert ChatAlignedLLM.model_fields["reward_model"].description == ModelSpec.help("reward_model")
+    assert chat.aligned_llm is shared_llm(ModelSpec(model=tiny_model_dir, device="cpu", dtype="float32"))
+
+
+def test_profile_gives_the_window_before_the_model_loads(tiny_model_dir):
+    chat = ChatAlignedLLM(model=tiny_model_dir, device="cpu", dtype="float32", reward_model="/not/loaded")
+    assert chat.profile["max_input_tokens"] == 256
+    assert (chat.profile["tool_calling"], chat.profile["structured_output"]) == (True, True)
+    spec = ModelSpec(model=tiny_model_dir, device="cpu", dtype="float32", reward_model="/not/loaded")
+    assert loaded_llm(spec) is None, "describing the model loaded nothing"
+
+
+def test_provider_and_model_name_in_every_answer(chat, tiny_model_dir):
+    message = chat.invoke("Hello")
+    streamed = list(chat.stream("Hello"))
+    for metadata in (message.response_metadata, streamed[-1].response_metadata):
+        assert (metadata["model_provider"], metadata["model_name"]) == ("aligned_llm", tiny_model_dir)
+    assert streamed[-1].usage_metadata == message.usage_metadata
+
+
+LATER_METHOD = """
+import json
+from aligned_llm import Parameter, Vanilla, register_method
+from langchain_aligned_llm import AlignedLLMText, ChatAlignedLLM
+
+class SubChat(ChatAlignedLLM):
+    pass
+
+class Later(Vanilla):
+    name = "later"
+    parameters = (Parameter("strength", float, 0.5, "how strong", minimum=0.0, maximum=4.0),)
+
+register_method(Later)
+print(json.dumps([
+    ChatAlignedLLM.model_json_schema()["properties"]["strength"],
+    SubChat(strength=2).strength,
+    "strength" in AlignedLLMText.model_fields,
+]))
+"""
+
+
+def test_a_method_registered_later_gains_typed_fields_in_every_class():
+    """In a fresh interpreter (a registration lasts for the process): the classes, subclasses included, gain it."""
+    done = subprocess.run([sys.executable, "-c", LATER_METHOD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    schema, value, in_text_llm = json.loads(done.stdout.strip().splitlines()[-1])
+    assert schema["anyOf"] == [{"type": "number", "minimum": 0.0, "maximum": 4.0}, {"type": "null"}]
+    assert schema["description"] == "later: how strong (default 0.5)"
+    assert (value, in_text_llm) == (2.0, True)

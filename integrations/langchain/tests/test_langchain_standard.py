@@ -77,4 +77,3 @@ class TestChatAlignedLLMStandardIntegration(_Capabilities, ChatModelIntegrationT
         """The bundled 135M model loops inside JSON strings ("A cat is a cat, a cat is a cat, …") until
         ``max_tokens``; OpenAI's frequency penalty breaks the loop, as a user of a small model would set it."""
         return {"device": "cpu", "max_tokens": 96, "frequency_penalty": 0.6}
-

@@ -246,3 +246,13 @@ def test_principles_and_tools_bind_together(chat, tools_spy):
     chat.bind_tools([add], tool_choice="add", method="opad", principle="Be brief.").invoke("Add 2 and 3.")
     settings = tools_spy.calls[0].settings
     assert (settings["method"], settings["principle"], settings["tool_choice"]) == ("opad", "Be brief.", "add")
+
+
+def test_v1_output_gives_tool_calls_as_standard_blocks(tools_model_dir):
+    chat = ChatAlignedLLM(model=tools_model_dir, device="cpu", max_tokens=80, output_version="v1")
+    message = chat.bind_tools([add], tool_choice="add").invoke("Add 2 and 3.")
+    (block,) = [block for block in message.content if block["type"] == "tool_call"]
+    (call,) = message.tool_calls
+    assert (block["name"], block["args"], block["id"]) == ("add", call["args"], call["id"])
+    assert message.response_metadata["output_version"] == "v1"
+    assert message.response_metadata["model_provider"] == "aligned_llm"

@@ -81,7 +81,9 @@ def test_function_messages_and_images_are_refused_by_name(tiny):
     with pytest.raises(InvalidSettingError, match="function") as error:
         tiny.chat([ChatMessage(role=MessageRole.USER, content="hi"), ChatMessage(role=MessageRole.FUNCTION)])
     assert error.value.parameter == "messages[1].role"
-    image = ChatMessage(role=MessageRole.USER, blocks=[TextBlock(text="What is this?"), ImageBlock(url="http://x/y.png")])
+    image = ChatMessage(
+        role=MessageRole.USER, blocks=[TextBlock(text="What is this?"), ImageBlock(url="http://x/y.png")]
+    )
     with pytest.raises(InvalidSettingError, match="ImageBlock"):
         tiny.chat([image])
 

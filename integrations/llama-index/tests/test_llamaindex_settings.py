@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from aligned_llm import AlignedLLM, InvalidSettingError
+from aligned_llm import AlignedLLM, DecodeSettings, InvalidSettingError, ModelSpec
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
 
@@ -180,3 +183,77 @@ def test_per_query_engines_keep_their_own_principles(tiny, events):
     assert [event.model_dict["settings"].get("principle") for event in starts] == [users[u] for u in order]
     assert [event.response.raw["settings"].get("principle") for event in ends] == [users[u] for u in order]
     assert tiny.principle is None
+
+
+def test_fields_are_typed_from_the_registry():
+    properties = AlignedHF.model_json_schema()["properties"]
+    assert properties["beta"]["anyOf"] == [{"type": "number", "minimum": 0.0}, {"type": "null"}]
+    assert properties["k"]["anyOf"] == [{"type": "integer", "minimum": 1}, {"type": "null"}]
+    assert properties["alpha"]["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0.0, "maximum": 1.0}
+    assert (properties["max_new_tokens"]["type"], properties["max_new_tokens"]["minimum"]) == ("integer", 1)
+    assert properties["pad_base"]["anyOf"][0] == {"enum": ["profiled", "plain"], "type": "string"}
+    assert "opad: " in properties["beta"]["description"] and "pad: " in properties["beta"]["description"]
+    assert "core" not in properties, "the loaded model has no JSON schema: left out"
+
+
+@pytest.mark.parametrize("load", ["default", "from_pretrained"])
+def test_loading_takes_every_load_option(load, monkeypatch, tiny_core):
+    """``from_pretrained`` takes every ``ModelSpec`` load option (and ``default`` those the bundled model can use)."""
+    loaded = []
+    loader = classmethod(lambda cls, *args, **kw: loaded.append(kw) or tiny_core)
+    monkeypatch.setattr(AlignedLLM, "from_pretrained", loader)
+    monkeypatch.setattr(AlignedLLM, "default", loader)
+    options = {"adapter": "/lora", "reward_model": "/persrm", "device": "cpu", "dtype": "float32"}
+    if load == "from_pretrained":
+        options["reference"] = "/sft"
+        assert set(ModelSpec.options()) == set(options)
+    make = AlignedHF.default if load == "default" else lambda **kw: AlignedHF.from_pretrained("m", **kw)
+    llm = make(**options, max_new_tokens=8)
+    assert loaded == [options]
+    assert llm.core is tiny_core
+
+
+def test_metadata_is_computed_when_settings_change_not_per_access(tiny, monkeypatch):
+    renders = []
+    real_encode_rows = tiny.core.encode_rows
+    monkeypatch.setattr(tiny.core, "encode_rows", lambda *a, **kw: renders.append(1) or real_encode_rows(*a, **kw))
+    before = [tiny.metadata.context_window for _ in range(3)]
+    assert renders == [] and len(set(before)) == 1
+    tiny.principle = "Answer in one short sentence, please, and be kind."
+    assert renders == [1]
+    assert tiny.metadata.context_window < before[0], "the principle's tokens are kept free"
+    assert renders == [1]
+
+
+def test_a_call_checks_its_settings_once(tiny, monkeypatch):
+    """A call's settings are checked by the core's ``generate`` alone: as many checks as calling the core directly."""
+    checks = []
+    real_init = DecodeSettings.__init__
+    monkeypatch.setattr(DecodeSettings, "__init__", lambda self, **kw: checks.append(1) or real_init(self, **kw))
+    tiny.core.generate(PROMPT, method="vanilla", max_new_tokens=8, temperature=0.5, seed=1)
+    direct = len(checks)
+    checks.clear()
+    tiny.complete(PROMPT, temperature=0.5, seed=1)
+    assert len(checks) == direct
+
+
+LATER_METHOD = """
+import json
+from aligned_llm import Parameter, Vanilla, register_method
+from llama_index.llms.aligned import AlignedHF
+
+class Later(Vanilla):
+    name = "later"
+    parameters = (Parameter("strength", float, 0.5, "how strong", minimum=0.0, maximum=4.0),)
+
+register_method(Later)
+print(json.dumps(AlignedHF.model_json_schema()["properties"]["strength"]))
+"""
+
+
+def test_a_method_registered_later_gains_a_typed_field():
+    """In a fresh interpreter (a registration lasts for the process)."""
+    done = subprocess.run([sys.executable, "-c", LATER_METHOD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    schema = json.loads(done.stdout.strip().splitlines()[-1])
+    assert schema["anyOf"] == [{"type": "number", "minimum": 0.0, "maximum": 4.0}, {"type": "null"}]

@@ -8,8 +8,14 @@ from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from aligned_llm import AlignedLLM, GenerationResult, GenerationStream, InvalidSettingError
-from aligned_llm.registry import on_register
+from aligned_llm import AlignedLLM, InvalidSettingError
+from aligned_llm.typed_fields import SchemaOfSettings, keep_setting_fields
+from llama_index.core.base.llms.generic_utils import (
+    achat_to_completion_decorator,
+    astream_chat_to_completion_decorator,
+    chat_to_completion_decorator,
+    stream_chat_to_completion_decorator,
+)
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -20,25 +26,17 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
 )
-from llama_index.core.bridge.pydantic import ConfigDict, Field, ValidationError
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
 from llama_index.llms.aligned.messages import to_core_messages
-from llama_index.llms.aligned.responses import (
-    achat_chunks,
-    acompletion_chunks,
-    chat_chunks,
-    chat_response,
-    completion_chunks,
-    completion_response,
-)
+from llama_index.llms.aligned.responses import achat_chunks, chat_chunks, chat_response
 from llama_index.llms.aligned.settings import (
-    add_setting_fields,
     check_answer_fits,
-    check_fields,
     core_kwargs,
+    decoding_fields,
     merge_overrides,
     reserved_tokens,
     setting_error,
@@ -48,6 +46,7 @@ from llama_index.llms.aligned.structured import forced_program
 from llama_index.llms.aligned.tools import chat_kwargs_with_tools, first_call_only, tool_selections
 
 if TYPE_CHECKING:
+    from aligned_llm.llm import ModelSource
     from llama_index.core.prompts import PromptTemplate
     from llama_index.core.tools.types import BaseTool
     from llama_index.core.types import Model
@@ -58,7 +57,7 @@ def _checked() -> frozenset[str]:
     return frozenset(settings_names()) | {"context_window"}
 
 
-class AlignedHF(FunctionCallingLLM):
+class AlignedHF(SchemaOfSettings, FunctionCallingLLM):
     """A chat LLM for query engines, chat engines and agents, aligned at decoding time.
 
     It wraps a loaded :class:`aligned_llm.AlignedLLM` (``core``), which copies share. Every
@@ -69,13 +68,16 @@ class AlignedHF(FunctionCallingLLM):
     naming it. Chats are rendered with the model's own chat template. The settings' fields
     come from the core's registry (methods registered later add theirs). Tool calls
     (``chat_with_tools``, ``FunctionAgent``) and structured outputs are grammar-constrained:
-    valid by construction.
+    valid by construction. ``complete`` and its variants are ``chat`` with the prompt as one
+    user turn (LlamaIndex's own decorators); ``metadata`` is computed when the settings change,
+    not on each access.
     """
 
-    model_config = ConfigDict(validate_assignment=True)
+    model_config = ConfigDict(validate_assignment=True, arbitrary_types_allowed=True)
 
     core: AlignedLLM = Field(exclude=True, description="The loaded aligned-llm model; copies share it.")
     context_window: int | None = Field(None, strict=True, description="A cap on the model's context window")
+    _metadata: LLMMetadata | None = PrivateAttr(default=None)
 
     def __init__(self, core: AlignedLLM, **fields: Any) -> None:
         """Wrap a loaded ``AlignedLLM``; ``fields`` are settings and LlamaIndex LLM fields (an unknown name raises)."""
@@ -93,19 +95,40 @@ class AlignedHF(FunctionCallingLLM):
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        adapter: str | os.PathLike[str] | None = None,
+        reference: ModelSource | None = None,
+        reward_model: ModelSource | None = None,
         **fields: Any,
     ) -> AlignedHF:
-        """Load a local model folder (offline) or a hub id, then wrap it with ``fields`` (names checked first)."""
+        """Load a local model folder (offline) or a hub id, then wrap it with ``fields`` (names checked first).
+
+        The load options are ``ModelSpec``'s (``AlignedLLM.from_pretrained``'s): ``adapter`` a LoRA
+        folder on the model (AAD's DPO side), ``reference`` the SFT model of a DPO model
+        (two-model AAD), ``reward_model`` PAD's PersRM (a model, or a LoRA folder on the model).
+        """
         cls._check_names(fields)
-        return cls(AlignedLLM.from_pretrained(name_or_path, device=device, dtype=dtype), **fields)
+        core = AlignedLLM.from_pretrained(
+            name_or_path, device=device, dtype=dtype, adapter=adapter, reference=reference, reward_model=reward_model
+        )
+        return cls(core, **fields)
 
     @classmethod
     def default(
-        cls, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, **fields: Any
+        cls,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        adapter: str | None = None,
+        reward_model: ModelSource | None = None,
+        **fields: Any,
     ) -> AlignedHF:
-        """The bundled SmolLM2-135M-Instruct, which works offline (``fields``' names are checked before it loads)."""
+        """The bundled SmolLM2-135M-Instruct, which works offline (``fields``' names are checked before it loads).
+
+        ``adapter="bundled"`` adds the shipped DPO adapter (an AAD pair); ``reward_model`` as in
+        :meth:`from_pretrained`.
+        """
         cls._check_names(fields)
-        return cls(AlignedLLM.default(device=device, dtype=dtype), **fields)
+        return cls(AlignedLLM.default(device=device, dtype=dtype, adapter=adapter, reward_model=reward_model), **fields)
 
     @classmethod
     def class_name(cls) -> str:
@@ -160,15 +183,22 @@ class AlignedHF(FunctionCallingLLM):
             raise
 
     def _check(self) -> None:
-        """Ask the core about the settings (with this model), bound the context-window cap and the answer length."""
-        self.__dict__.update(check_fields(self.settings))
+        """Check the settings together with this model, bound the window cap and the answer, and keep the metadata."""
         reserved = reserved_tokens(self.core, self.settings)
         window = self.core.context_window
         if self.context_window is not None and not 0 < self.context_window <= window:
             raise InvalidSettingError(
                 "context_window", f"must be None or in [1, {window}] (the model's), got {self.context_window!r}"
             )
-        check_answer_fits(self.max_new_tokens, self.context_window or window, reserved)
+        window = self.context_window or window
+        check_answer_fits(self.max_new_tokens, window, reserved)
+        self._metadata = LLMMetadata(
+            context_window=window - reserved,
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            is_function_calling_model=True,
+            model_name=self.core.name,
+        )
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -176,16 +206,11 @@ class AlignedHF(FunctionCallingLLM):
 
         ``context_window`` is the model's (or the ``context_window`` cap) minus the chat
         template's markup and the principle/profile the core renders into the prompt, so
-        LlamaIndex never packs a prompt that overflows.
+        LlamaIndex never packs a prompt that overflows. Computed when the settings are set.
         """
-        window = self.context_window or self.core.context_window
-        return LLMMetadata(
-            context_window=window - reserved_tokens(self.core, self.settings),
-            num_output=self.max_new_tokens,
-            is_chat_model=True,
-            is_function_calling_model=True,
-            model_name=self.core.name,
-        )
+        if self._metadata is None:
+            self._check()
+        return self._metadata
 
     def to_payload(self) -> dict[str, Any]:
         """Metadata plus the settings given, for instrumentation events and callbacks."""
@@ -246,69 +271,70 @@ class AlignedHF(FunctionCallingLLM):
     def _completion_prompt(self, prompt: str, formatted: bool) -> str:
         return prompt if formatted else self.completion_to_prompt(prompt)
 
-    def _generate(self, prompt: str | list[dict[str, str]], kwargs: dict[str, Any]) -> GenerationResult:
-        return self.core.generate(prompt, **kwargs)
+    # complete/stream_complete/acomplete/astream_complete are the chat methods with the prompt as one user turn,
+    # through LlamaIndex's decorators; each public method fires its own events once (never a nested chat's too).
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Answer ``prompt`` as one user turn of the chat template; ``kwargs`` override settings."""
-        call = self._call_kwargs(kwargs)
-        result = self._generate(self._completion_prompt(prompt, formatted), call)
-        return completion_response(result, self.core.name, call)
+        return chat_to_completion_decorator(self._chat)(self._completion_prompt(prompt, formatted), **kwargs)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         """Like :meth:`complete`, one response per text delta."""
-        call = self._call_kwargs(kwargs)
-        stream = self._stream(self._completion_prompt(prompt, formatted), call)
-        return completion_chunks(stream, self.core.name, call)
-
-    @llm_chat_callback()
-    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        """Answer the conversation, rendered with the chat template; ``kwargs`` override settings."""
-        call = self._call_kwargs(kwargs)
-        result = self._generate(to_core_messages(messages), call)
-        return chat_response(result, self.core.name, call)
-
-    @llm_chat_callback()
-    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        """Like :meth:`chat`, one response per text delta."""
-        call = self._call_kwargs(kwargs)
-        stream = self._stream(to_core_messages(messages), call)
-        return chat_chunks(stream, self.core.name, call)
+        stream = stream_chat_to_completion_decorator(self._stream_chat)
+        return stream(self._completion_prompt(prompt, formatted), **kwargs)
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """:meth:`complete` through the core's ``agenerate``: the event loop keeps running."""
-        call = self._call_kwargs(kwargs)
-        result = await self.core.agenerate(self._completion_prompt(prompt, formatted), **call)
-        return completion_response(result, self.core.name, call)
+        return await achat_to_completion_decorator(self._achat)(self._completion_prompt(prompt, formatted), **kwargs)
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        """:meth:`stream_complete` as an async generator over the core's async stream."""
-        call = self._call_kwargs(kwargs)
-        stream = self._stream(self._completion_prompt(prompt, formatted), call)
-        return acompletion_chunks(stream, self.core.name, call)
+        """:meth:`stream_complete` over the core's async stream."""
+        stream = astream_chat_to_completion_decorator(self._astream_chat)
+        return await stream(self._completion_prompt(prompt, formatted), **kwargs)
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Answer the conversation, rendered with the chat template; ``kwargs`` override settings."""
+        return self._chat(messages, **kwargs)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """Like :meth:`chat`, one response per text delta (the prompt and settings are checked before it returns)."""
+        return self._stream_chat(messages, **kwargs)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """:meth:`chat` through the core's ``agenerate``: the event loop keeps running."""
-        call = self._call_kwargs(kwargs)
-        result = await self.core.agenerate(to_core_messages(messages), **call)
-        return chat_response(result, self.core.name, call)
+        return await self._achat(messages, **kwargs)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """:meth:`stream_chat` as an async generator over the core's async stream."""
+        return await self._astream_chat(messages, **kwargs)
+
+    def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         call = self._call_kwargs(kwargs)
-        stream = self._stream(to_core_messages(messages), call)
+        result = self.core.generate(to_core_messages(messages), **call)
+        return chat_response(result, self.core.name, call)
+
+    def _stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        call = self._call_kwargs(kwargs)
+        stream = self.core.stream(to_core_messages(messages), **call)
+        return chat_chunks(stream, self.core.name, call)
+
+    async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        call = self._call_kwargs(kwargs)
+        result = await self.core.agenerate(to_core_messages(messages), **call)
+        return chat_response(result, self.core.name, call)
+
+    async def _astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        call = self._call_kwargs(kwargs)
+        stream = self.core.stream(to_core_messages(messages), **call)
         return achat_chunks(stream, self.core.name, call)
 
-    def _stream(self, prompt: str | list[dict[str, str]], kwargs: dict[str, Any]) -> GenerationStream:
-        """Start a stream: the prompt and settings are checked now, decoding starts on the first step."""
-        return self.core.stream(prompt, **kwargs)
 
-
-add_setting_fields(AlignedHF)
-on_register(lambda _method: add_setting_fields(AlignedHF))
+keep_setting_fields(AlignedHF, decoding_fields)

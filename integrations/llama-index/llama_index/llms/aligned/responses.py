@@ -1,4 +1,4 @@
-"""Core results and streams → LlamaIndex completion and chat responses.
+"""Core results and streams → LlamaIndex chat responses (completions are derived from them by LlamaIndex).
 
 ``raw`` carries what the core reports: token usage (read by LlamaIndex's token counter),
 the finish reason, the method that ran, the settings given and, with ``trace=True``, the
@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from aligned_llm import GenerationResult, GenerationStream, StreamDelta
-from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
+from llama_index.core.base.llms.types import ChatResponse
 
 from llama_index.llms.aligned.tools import PartialCalls, assistant_message, result_calls
 
@@ -35,29 +35,10 @@ def result_raw(result: GenerationResult, model_name: str, settings: Mapping[str,
     return raw
 
 
-def completion_response(result: GenerationResult, model_name: str, settings: Mapping[str, Any]) -> CompletionResponse:
-    """A finished generation as a completion."""
-    return CompletionResponse(text=result.text, raw=result_raw(result, model_name, settings))
-
-
 def chat_response(result: GenerationResult, model_name: str, settings: Mapping[str, Any]) -> ChatResponse:
     """A finished generation as the assistant's chat message, with its tool calls."""
     message = assistant_message(result.text, result_calls(result))
     return ChatResponse(message=message, raw=result_raw(result, model_name, settings))
-
-
-def completion_chunks(
-    stream: GenerationStream, model_name: str, settings: Mapping[str, Any]
-) -> Iterator[CompletionResponse]:
-    """Cumulative ``text`` and new ``delta`` per step; closing this iterator releases the model."""
-    text = ""
-    try:
-        for delta in stream:
-            text += delta
-            yield CompletionResponse(text=text, delta=delta)
-        yield CompletionResponse(text=text, delta="", raw=_final_raw(stream, model_name, settings))
-    finally:
-        stream.close()
 
 
 def chat_chunks(stream: GenerationStream, model_name: str, settings: Mapping[str, Any]) -> Iterator[ChatResponse]:
@@ -71,21 +52,6 @@ def chat_chunks(stream: GenerationStream, model_name: str, settings: Mapping[str
             yield chat.add(delta)
         yield chat.last()
     finally:
-        stream.close()
-
-
-async def acompletion_chunks(
-    stream: GenerationStream, model_name: str, settings: Mapping[str, Any]
-) -> AsyncIterator[CompletionResponse]:
-    """:func:`completion_chunks` over the core's async stream (each step on a worker thread)."""
-    text = ""
-    try:
-        async for delta in stream:
-            text += delta
-            yield CompletionResponse(text=text, delta=delta)
-        yield CompletionResponse(text=text, delta="", raw=_final_raw(stream, model_name, settings))
-    finally:
-        stream.cancel()
         stream.close()
 
 

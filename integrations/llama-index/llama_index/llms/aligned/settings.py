@@ -1,10 +1,12 @@
 """Decoding settings of ``AlignedHF``: their names, per-call overrides, and checking by the core.
 
 Every setting of the core's registry (``aligned_llm.setting_names()``: the common settings and
-every registered method's parameters) is a field of ``AlignedHF`` and a per-call keyword;
-fields for methods registered later are added when they register. ``None`` means "the
-library's default", so only the settings that were given reach ``AlignedLLM.generate``/
-``stream``. The core's registry is the single judge of what is valid.
+every registered method's parameters) is a field of ``AlignedHF``, typed from the registry
+(``aligned_llm.registry.setting_fields``), and a per-call keyword; fields for methods
+registered later are added when they register. ``None`` means "the library's default", so only
+the settings that were given reach ``AlignedLLM.generate``/``stream``. The core is the single
+judge of what is valid: a field is checked by it as it is set, a call's settings once, by the
+core's ``generate``/``stream`` before any forward.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aligned_llm import AlignedLLM, DecodeSettings, DecodingMethod, InvalidSettingError, check_setting, setting_names
-from aligned_llm.common_settings import COMMON_PARAMETERS, DEFAULT_MAX_NEW_TOKENS
-from aligned_llm.registry import method_parameters
-from llama_index.core.bridge.pydantic import BaseModel, ValidationError
+from aligned_llm import AlignedLLM, DecodeSettings, InvalidSettingError, setting_names
+from aligned_llm.common_settings import DEFAULT_MAX_NEW_TOKENS
+from aligned_llm.registry import setting_fields
+from aligned_llm.typed_fields import setting_field
+from llama_index.core.bridge.pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 FIELD_DEFAULTS: dict[str, Any] = {"method": "vanilla", "max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "trace": False}
@@ -27,39 +30,12 @@ def settings_names() -> tuple[str, ...]:
     return tuple(setting_names())
 
 
-def _setting_field(name: str) -> tuple[Any, FieldInfo]:
-    """The annotation and field of one registry setting (checked by the core, so typed loosely here)."""
-    if name == "method":
-        annotation: Any = str | DecodingMethod
-        description = "a registered method (vanilla, opad, linear, pad, aad, …) or a DecodingMethod"
-    elif name in method_parameters():
-        annotation = Any
-        description = "; ".join(f"{method}: {parameter.help}" for method, parameter in method_parameters()[name])
-    else:
-        annotation = Any
-        description = next(parameter.help for parameter in COMMON_PARAMETERS if parameter.name == name)
-    return annotation, FieldInfo(default=FIELD_DEFAULTS.get(name), description=description)
-
-
-def add_setting_fields(cls: type[BaseModel]) -> None:
-    """Give ``cls`` and its subclasses a field for every registry setting they lack, then rebuild them."""
-    classes = [cls]
-    for known in classes:
-        classes.extend(sub for sub in known.__subclasses__() if sub not in classes)
-    for model in classes:
-        missing = [name for name in settings_names() if name not in model.__pydantic_fields__]
-        for name in missing:
-            annotation, info = _setting_field(name)
-            info.annotation = annotation
-            model.__pydantic_fields__[name] = info
-            model.__annotations__[name] = annotation  # so subclasses created later inherit the field
-        if missing:
-            model.model_rebuild(force=True)
-
-
-def check_fields(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Each setting given, checked on its own by the core's registry; the values to keep (normalised)."""
-    return {name: check_setting(name, value) for name, value in settings.items() if value is not None}
+def decoding_fields() -> dict[str, tuple[Any, FieldInfo]]:
+    """A typed field per registry setting (``None``: the library's default, except ``FIELD_DEFAULTS``)."""
+    return {
+        name: setting_field(declaration, default=FIELD_DEFAULTS.get(name))
+        for name, declaration in setting_fields().items()
+    }
 
 
 _PROBE_TEXT = "."
@@ -77,11 +53,10 @@ def merge_overrides(settings: Mapping[str, Any], overrides: Mapping[str, Any]) -
 
 
 def core_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments for ``generate``/``stream`` (the settings given), checked by the core."""
+    """The keyword arguments for ``generate``/``stream``: the settings given (the core checks them, once)."""
     given = {name: value for name, value in settings.items() if value is not None}
     if given.get("trace") is False:
         del given["trace"]
-    DecodeSettings(**given)
     return given
 
 
@@ -117,7 +92,10 @@ def check_answer_fits(max_new_tokens: int, window: int, reserved: int) -> None:
 
 
 def setting_error(error: ValidationError) -> InvalidSettingError:
-    """A field's type error from pydantic as the core's error, naming the setting."""
+    """A field's error as the core's: the core's own when it refused the value, else pydantic's, naming the field."""
     first = error.errors()[0]
+    refused = first.get("ctx", {}).get("error")
+    if isinstance(refused, InvalidSettingError):
+        return refused
     name = str(first["loc"][0]) if first["loc"] else "settings"
     return InvalidSettingError(name, f"{first['msg']}, got {first.get('input')!r}")

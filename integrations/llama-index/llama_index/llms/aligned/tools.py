@@ -17,6 +17,8 @@ from aligned_llm import InvalidSettingError
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole, TextBlock, ToolCallBlock
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
+from llama_index.core.tools.types import ToolMetadata
+from pydantic.errors import PydanticUserError
 
 if TYPE_CHECKING:
     from aligned_llm import GenerationResult, ToolCallDelta
@@ -39,7 +41,7 @@ def chat_kwargs_with_tools(
     ``tool_choice`` (a tool name, ``"auto"``, ``"none"``, ``"required"`` or an OpenAI-style dict)
     wins over ``tool_required`` (``"required"``); without either it is ``"auto"``.
     """
-    specs = [tool.metadata.to_openai_tool(skip_length_check=True) for tool in tools]
+    specs = [_openai_tool(tool, index) for index, tool in enumerate(tools)]
     messages = list(chat_history or [])
     if isinstance(user_msg, str):
         user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
@@ -54,6 +56,21 @@ def chat_kwargs_with_tools(
     elif tool_choice not in (None, "auto", "none") or tool_required:
         raise InvalidSettingError("tool_choice", "a required tool call needs at least one tool")
     return kwargs
+
+
+def _openai_tool(tool: object, index: int) -> dict[str, Any]:
+    """One LlamaIndex tool as an OpenAI function spec, or an error naming ``tools[index]``."""
+    metadata = getattr(tool, "metadata", None)
+    if not isinstance(metadata, ToolMetadata):
+        raise InvalidSettingError(
+            f"tools[{index}]",
+            f"must be a LlamaIndex tool (FunctionTool, QueryEngineTool, … with a ToolMetadata), got {tool!r}",
+        )
+    try:
+        return metadata.to_openai_tool(skip_length_check=True)
+    except PydanticUserError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise InvalidSettingError(f"tools[{index}]", f"arguments must have a JSON schema; {reason}") from error
 
 
 def core_tool_choice(choice: str | Mapping[str, Any] | None, required: bool, names: Sequence[str]) -> str:
@@ -129,6 +146,13 @@ def tool_selections(response: ChatResponse, error_on_no_tool_call: bool) -> list
         if isinstance(block, ToolCallBlock)
     ]
     if not selections and error_on_no_tool_call:
+        raw = response.raw if isinstance(response.raw, Mapping) else {}
+        if raw.get("finish_reason") == "length":
+            budget = raw.get("settings", {}).get("max_new_tokens", "max_new_tokens")
+            raise ValueError(
+                f"the answer was cut at max_new_tokens={budget} (the max_tokens budget) before a tool call was "
+                f"complete; raise max_new_tokens (the field, or a per-call keyword): {response.message.content!r}"
+            )
         raise ValueError(f"expected at least one tool call, but the answer has none: {response.message.content!r}")
     return selections
 

@@ -1,4 +1,4 @@
-"""One call into the core: the model, the ``generate``/``stream`` keyword arguments, and results as LangChain data."""
+"""One decode call into the core: the model, the ``generate``/``stream`` keywords, and results as LangChain data."""
 
 from __future__ import annotations
 
@@ -10,19 +10,18 @@ from aligned_llm import AlignedLLM, DecodeSettings, DecodingMethod, GenerationRe
 from langchain_core.messages.ai import UsageMetadata
 
 PROVIDER = "aligned_llm"
+"""``response_metadata["model_provider"]`` and LangSmith's ``ls_provider``."""
 
 
 @dataclass(frozen=True)
-class CoreCall:
-    """A resolved model and the keyword arguments for its ``generate``/``stream`` (only the settings that were set)."""
+class DecodeCall:
+    """A resolved model and the keyword arguments for its ``generate``/``stream`` (only the settings that were set).
+
+    Not the server's ``aligned_llm.server.translate.CoreCall``, which is an HTTP request's.
+    """
 
     llm: AlignedLLM
     settings: dict[str, Any]
-
-    @property
-    def key(self) -> tuple[int, str]:
-        """Calls with equal keys may share one engine batch (same model, same settings)."""
-        return id(self.llm), repr(sorted(self.settings.items()))
 
     def usage(self, result: GenerationResult) -> UsageMetadata:
         """Token counts as LangChain's ``usage_metadata``."""
