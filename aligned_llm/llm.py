@@ -44,6 +44,7 @@ from aligned_llm.reward import attach_value_head, find_value_head
 from aligned_llm.scheduler import Scheduler, Submission, request_shape
 from aligned_llm.settings import DecodeSettings
 from aligned_llm.setup import ADAPTERS_OFF, DPO_ADAPTER, POLICY, REFERENCE, REWARD, REWARD_ADAPTER, ModelSetup
+from aligned_llm.spec import CONTEXT_WINDOW_FIELDS
 
 ModelSource = Union[str, os.PathLike[str], "AlignedLLM"]
 KVStoreName = Literal["padded", "static"]
@@ -262,7 +263,7 @@ class AlignedLLM:
     def context_window(self) -> int:
         """Maximum tokens (prompt + generated) the model accepts."""
         config = self.model.config
-        for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        for attribute in CONTEXT_WINDOW_FIELDS:
             value = getattr(config, attribute, None)
             if isinstance(value, int) and value > 0:
                 return value
