@@ -67,10 +67,18 @@ def test_bad_input_is_refused_by_name_before_any_forward(tools_core, forwards, c
     assert forwards[0] == 0
 
 
-def test_a_tool_call_cut_by_the_budget_names_the_budget_to_raise(tools_core, forwards):
+def test_a_tool_call_that_cannot_fit_is_refused_naming_the_budget_before_any_forward(tools_core, forwards):
     llm = AlignedHF(tools_core, max_new_tokens=3)
-    with pytest.raises(ValueError, match=r"max_new_tokens=3 \(the max_tokens budget\).*raise max_new_tokens"):
-        response = llm.chat_with_tools([ADD], "Add 2 and 3.", tool_required=True)
-        assert response.raw["finish_reason"] == "length"
+    with pytest.raises(InvalidSettingError, match=r"is 3, but a tool call needs at least \d+ tokens") as error:
+        llm.chat_with_tools([ADD], "Add 2 and 3.", tool_required=True)
+    assert error.value.parameter == "max_new_tokens"
+    assert forwards[0] == 0
+
+
+def test_a_tool_call_cut_by_the_budget_names_the_budget_to_raise(tools_core, forwards):
+    llm = AlignedHF(tools_core, max_new_tokens=20)
+    response = llm.chat_with_tools([ADD], "Add 2 and 3.", tool_required=True)
+    assert response.raw["finish_reason"] == "length"
+    with pytest.raises(ValueError, match=r"max_new_tokens=20 \(the max_tokens budget\).*raise max_new_tokens"):
         llm.get_tool_calls_from_response(response)
-    assert forwards[0] <= 3
+    assert 0 < forwards[0] <= 20
