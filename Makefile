@@ -41,8 +41,8 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	@# two workers, each file in one of them (its module fixtures and servers built once); TEST_WORKERS=0: one process
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	@# two workers; a module (a class, for test classes) runs whole in one of them: its fixtures are built once; TEST_WORKERS=0: one process
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
