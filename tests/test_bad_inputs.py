@@ -53,6 +53,9 @@ BAD_CALLS = [
 ]  # fmt: skip
 
 
+LANGCHAIN_MISSING = "the LangChain integration is not installed (pip install -e integrations/langchain)"
+LLAMAINDEX_MISSING = "the LlamaIndex integration is not installed (pip install -e integrations/llama-index)"
+
 TINY = "<the tiny model folder>"
 """A row's ``source`` when it is the (intact or broken) tiny model folder."""
 
@@ -133,24 +136,28 @@ def _langchain_messages(prompt: Any) -> Any:
 
 
 def _langchain_chat(llm: AlignedLLM, bad: BadCall) -> Any:
+    pytest.importorskip("langchain_aligned_llm", reason=LANGCHAIN_MISSING)
     from langchain_aligned_llm import ChatAlignedLLM
 
     return ChatAlignedLLM(llm=llm, max_tokens=4).invoke(_langchain_messages(bad.prompt), **bad.settings)
 
 
 def _langchain_text(llm: AlignedLLM, bad: BadCall) -> Any:
+    pytest.importorskip("langchain_aligned_llm", reason=LANGCHAIN_MISSING)
     from langchain_aligned_llm import AlignedLLMText
 
     return AlignedLLMText(llm=llm, max_tokens=4).invoke(bad.prompt, **bad.settings)
 
 
 def _llamaindex_complete(llm: AlignedLLM, bad: BadCall) -> Any:
+    pytest.importorskip("llama_index.llms.aligned", reason=LLAMAINDEX_MISSING)
     from llama_index.llms.aligned import AlignedHF
 
     return AlignedHF(llm, max_new_tokens=4).complete(bad.prompt, **bad.settings)
 
 
 def _llamaindex_chat(llm: AlignedLLM, bad: BadCall) -> Any:
+    pytest.importorskip("llama_index.llms.aligned", reason=LLAMAINDEX_MISSING)
     from llama_index.core.llms import ChatMessage
     from llama_index.llms.aligned import AlignedHF
 
@@ -223,12 +230,14 @@ def _from_pretrained(source: Any, options: Mapping[str, Any]) -> Any:
 
 
 def _langchain_model(source: Any, options: Mapping[str, Any]) -> Any:
+    pytest.importorskip("langchain_aligned_llm", reason=LANGCHAIN_MISSING)
     from langchain_aligned_llm import ChatAlignedLLM
 
     return ChatAlignedLLM(model=source, max_tokens=2, **options).invoke("Hi")
 
 
 def _llamaindex_model(source: Any, options: Mapping[str, Any]) -> Any:
+    pytest.importorskip("llama_index.llms.aligned", reason=LLAMAINDEX_MISSING)
     from llama_index.llms.aligned import AlignedHF
 
     return AlignedHF.from_pretrained(source, **options)

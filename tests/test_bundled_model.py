@@ -48,9 +48,11 @@ def test_opad_under_a_brevity_principle_shortens_answers(bundled_llm):
     assert all(r.text.strip() for r in opad), "guidance must not produce empty answers"
 
 
-def test_first_use_converts_the_gguf_once_into_the_cache(monkeypatch, tmp_path, bundled_llm):
+def test_first_use_converts_the_gguf_once_into_the_cache(monkeypatch, tmp_path, bundled_llm, capfd):
     monkeypatch.setenv("ALIGNED_LLM_CACHE", str(tmp_path))
+    capfd.readouterr()
     folder = bundled_model_dir()
+    assert "Loading weights" not in capfd.readouterr().err, "the conversion shows its own progress only"
     assert folder.parent == tmp_path
     weights = folder / "model.safetensors"
     stamp = weights.stat().st_mtime_ns

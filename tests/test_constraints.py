@@ -4,6 +4,7 @@ streamed and with stop strings."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import jsonschema
@@ -16,8 +17,7 @@ from aligned_llm.answer.constraint import constrain_scores
 from aligned_llm.answer.formats.generic import GenericFormat
 from aligned_llm.answer.formats.hermes import HermesFormat
 from aligned_llm.answer.grammar import grammars_for
-from aligned_llm.engine import Sampling
-from aligned_llm.testing import WIDE_CONTEXT_WINDOW, build_tiny_model
+from aligned_llm.testing import WIDE_CONTEXT_WINDOW, build_tiny_model, count_forwards
 
 ARGS = {
     "type": "object",
@@ -168,26 +168,21 @@ def test_batch_of_constrained_prompts_equals_each_alone(tiny_wide_llm):
         assert [(c.name, c.arguments) for c in alone.tool_calls] == [(c.name, c.arguments) for c in result.tool_calls]
 
 
-def test_requests_with_and_without_grammars_share_one_batch(tiny_wide_llm):
-    constrained = DecodeSettings(tools=TOOLS, tool_choice="required", max_new_tokens=60)
-    free = DecodeSettings(max_new_tokens=60)
-    method = tiny_wide_llm.method_for(free)
-    conversation = [{"role": "user", "content": PROMPT}]
-    requests = [
-        *tiny_wide_llm._requests([conversation], constrained, method),
-        *tiny_wide_llm._requests([conversation], free, method),
-        *tiny_wide_llm._requests([conversation], constrained, method),
-    ]
-    mixed = {
-        event.index: event.result for event in tiny_wide_llm._engine.run(requests, method, Sampling()) if event.result
-    }
-    assert mixed[0].token_ids == mixed[2].token_ids
-    assert mixed[1].token_ids == tiny_wide_llm.generate(PROMPT, max_new_tokens=60).token_ids
-    assert (
-        mixed[0].token_ids
-        == tiny_wide_llm.generate(PROMPT, tools=TOOLS, tool_choice="required", max_new_tokens=60).token_ids
-    )
-    assert mixed[0].token_ids != mixed[1].token_ids
+async def test_requests_with_and_without_grammars_share_one_batch(tiny_wide_llm):
+    constrained = {"tools": TOOLS, "tool_choice": "required", "max_new_tokens": 60}
+    free = {"max_new_tokens": 60}
+    alone, forwards_alone = [], 0
+    for settings in (constrained, free):
+        with count_forwards(tiny_wide_llm) as forwards:
+            alone.append(tiny_wide_llm.generate(PROMPT, **settings))
+        forwards_alone += forwards.count
+    with count_forwards(tiny_wide_llm) as forwards:
+        mixed = await asyncio.gather(
+            *(tiny_wide_llm.agenerate(PROMPT, **settings) for settings in (constrained, free, constrained))
+        )
+    assert [result.token_ids for result in mixed] == [alone[0].token_ids, alone[1].token_ids, alone[0].token_ids]
+    assert alone[0].token_ids != alone[1].token_ids
+    assert forwards.count < forwards_alone, "three concurrent requests took fewer forwards than two alone: one batch"
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,6 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from langchain_aligned_llm import ChatAlignedLLM
-from langchain_core.runnables import ConfigurableField
-from llama_index.core.llms import ChatMessage
-from llama_index.llms.aligned import AlignedHF
 
 from aligned_llm import (
     AlignedLLM,
@@ -28,7 +24,7 @@ from aligned_llm import (
     RowSpec,
     StepScores,
     TuningPanel,
-    register_method,
+    registered_temporarily,
     setting_names,
     token_html,
 )
@@ -40,7 +36,6 @@ PROMPT = "Tell me about the sea."
 STEPS = 6
 
 
-@register_method
 class Contrastive(DecodingMethod):
     """Contrastive decoding: the expert's log-probs minus ``amateur_weight`` × the amateur's."""
 
@@ -91,6 +86,13 @@ def _reference_decode(llm: AlignedLLM, weight: float) -> list[int]:
         if token in llm.stop_token_ids:
             break
     return generated
+
+
+@pytest.fixture(scope="module", autouse=True)
+def contrastive_registered():
+    """The method is registered while this module's tests run, and only then."""
+    with registered_temporarily(Contrastive):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +155,10 @@ def test_panel_has_a_control_for_its_parameter(pair, expected):
 
 
 def test_langchain_field_per_call_bind_and_configurable(pair, expected):
+    pytest.importorskip("langchain_aligned_llm", reason="the LangChain integration is not installed")
+    from langchain_aligned_llm import ChatAlignedLLM
+    from langchain_core.runnables import ConfigurableField
+
     chat = ChatAlignedLLM(llm=pair, method="contrastive", amateur_weight=0.5, max_tokens=STEPS)
     assert chat.invoke(PROMPT).content == expected.text
     plain = ChatAlignedLLM(llm=pair, max_tokens=STEPS)
@@ -168,6 +174,10 @@ def test_langchain_field_per_call_bind_and_configurable(pair, expected):
 
 
 def test_llamaindex_per_call_and_with_settings(pair, expected):
+    pytest.importorskip("llama_index.llms.aligned", reason="the LlamaIndex integration is not installed")
+    from llama_index.core.llms import ChatMessage
+    from llama_index.llms.aligned import AlignedHF
+
     llm = AlignedHF(pair, method="contrastive", amateur_weight=0.5, max_new_tokens=STEPS)
     assert llm.chat([ChatMessage(role="user", content=PROMPT)]).message.content == expected.text
     three = pair.generate(PROMPT, method="contrastive", amateur_weight=3.0, max_new_tokens=STEPS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 from aligned_llm import AlignedLLM
@@ -36,3 +38,11 @@ def test_transformers_progress_bars_elsewhere_are_left_alone(tiny_dir):
     finally:
         hf_logging.set_tqdm_hook(previous)
     assert "Loading weights" not in seen and "somebody else's bar" in seen
+
+
+def test_a_later_load_in_a_fresh_process_prints_nothing(bundled_dir):
+    """A new process loading the (already converted) bundled model writes nothing to stdout or stderr."""
+    load = "from aligned_llm import AlignedLLM; AlignedLLM.default(device='cpu')"
+    done = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")

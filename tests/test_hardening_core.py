@@ -25,7 +25,7 @@ from aligned_llm.answer import grammar
 from aligned_llm.answer.budget import TokenSpelling
 from aligned_llm.answer.grammar import GRAMMAR_CACHE_SIZE, Grammars
 from aligned_llm.answer.spec import AnswerSpec, ResponseFormat
-from tests.serving import counting_forwards
+from aligned_llm.testing import count_forwards
 
 
 def tool(name: str, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -118,12 +118,12 @@ SURFACES = {"generate": _generate, "stream": _stream, "agenerate": _agenerate}
 @pytest.mark.parametrize("surface", list(SURFACES))
 @pytest.mark.parametrize("call", HOSTILE_CALLS, ids=[call.name for call in HOSTILE_CALLS])
 def test_a_hostile_call_is_refused_naming_the_parameter_before_any_forward(tiny_wide_llm, call, surface):
-    with counting_forwards(tiny_wide_llm) as forwards, pytest.raises(InvalidSettingError) as raised:
+    with count_forwards(tiny_wide_llm) as forwards, pytest.raises(InvalidSettingError) as raised:
         SURFACES[surface](tiny_wide_llm, call)
     assert type(raised.value) is call.error
     assert raised.value.parameter == call.parameter
     assert str(raised.value).startswith(f"{call.parameter}: ")
-    assert forwards == [0]
+    assert forwards.count == 0
 
 
 def test_the_refused_budget_says_how_many_tokens_the_answer_needs(tiny_wide_llm):
@@ -185,7 +185,7 @@ TWO_LONG_NAMES = [tool(f"{letter}_long_shared_suffix_name_for_the_tool", CITY) f
 def test_a_call_that_can_no_longer_complete_ends_at_once_as_cut(tiny_wide_llm, stream):
     """The answer starts (the opening fits), then the forced name and markup no longer fit: it ends early."""
     settings = {"tools": TWO_LONG_NAMES, "tool_choice": "required", "tool_format": "hermes", "max_new_tokens": 30}
-    with counting_forwards(tiny_wide_llm) as forwards:
+    with count_forwards(tiny_wide_llm) as forwards:
         if stream:
             generation = tiny_wide_llm.stream("Weather in Oslo?", **settings)
             assert "".join(generation) == ""
@@ -194,7 +194,7 @@ def test_a_call_that_can_no_longer_complete_ends_at_once_as_cut(tiny_wide_llm, s
             result = tiny_wide_llm.generate("Weather in Oslo?", **settings)
     assert (result.finish_reason, result.tool_calls, result.text) == ("length", (), "")
     assert result.output_tokens < 30
-    assert forwards == [result.output_tokens]
+    assert forwards.count == result.output_tokens
 
 
 def test_a_call_that_fits_is_not_ended_early(tiny_wide_llm):

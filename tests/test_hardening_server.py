@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from aligned_llm.answer import grammar
-from tests.serving import LOCALHOST, SERVED_MODEL, WAIT_S, counting_forwards, serve_tiny
+from aligned_llm.testing import count_forwards
+from tests.serving import LOCALHOST, SERVED_MODEL, WAIT_S, serve_tiny
 from tests.test_hardening_core import CALL, CITY, json_schema, nested, tool
 
 pytestmark = pytest.mark.allow_hosts(LOCALHOST)
@@ -100,13 +101,13 @@ def test_a_hostile_request_is_400_naming_the_field_before_any_forward(
     body = body_for(url, fields)
     if stream and "stream" not in fields:
         body["stream"] = True
-    with counting_forwards(tiny_wide_llm) as forwards:
+    with count_forwards(tiny_wide_llm) as forwards:
         response = httpx.post(f"{base_url}{url}", json=body, timeout=WAIT_S)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["param"], error["type"]) == (param, "invalid_request_error")
     assert error["message"].startswith(f"{param}: ")
-    assert forwards == [0]
+    assert forwards.count == 0
 
 
 def test_a_body_nested_too_deeply_to_parse_is_a_400(base_url):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import re
 
 import pytest
 
@@ -12,11 +12,14 @@ from aligned_llm import (
     DecodingMethod,
     InvalidSettingError,
     Parameter,
+    Vanilla,
+    method_class,
     register_method,
     registered_methods,
+    registered_temporarily,
     setting_names,
 )
-from aligned_llm.cli import SETTING_FLAGS_SKIPPED, _parser
+from aligned_llm.cli import SETTING_FLAGS_SKIPPED, main
 from aligned_llm.registry import method_parameters
 
 
@@ -95,14 +98,18 @@ def test_registration_refuses_conflicting_declarations():
     assert "clash-test" not in registered_methods() and "reserved-test" not in registered_methods()
 
 
-def _cli_destinations() -> set[str]:
-    generate = next(action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction)).choices[
-        "generate"
-    ]
-    return {action.dest for action in generate._actions}
+def _cli_destinations(capsys) -> set[str]:
+    """The settings ``aligned-llm generate --help`` offers a flag for (``--max-new-tokens`` → ``max_new_tokens``)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", "--help"])
+    assert exited.value.code == 0
+    return {flag[2:].replace("-", "_") for flag in re.findall(r"--[a-z][a-z0-9-]*", capsys.readouterr().out)}
 
 
-def test_every_registered_setting_is_reachable_on_every_surface(tiny_llm):
+def test_every_registered_setting_is_reachable_on_every_surface(tiny_llm, capsys):
+    pytest.importorskip("langchain_aligned_llm", reason="the LangChain integration is not installed")
+    pytest.importorskip("llama_index.llms.aligned", reason="the LlamaIndex integration is not installed")
     from langchain_aligned_llm import AlignedLLMText, ChatAlignedLLM
     from langchain_aligned_llm.params import settings_map
     from llama_index.llms.aligned import AlignedHF
@@ -111,7 +118,7 @@ def test_every_registered_setting_is_reachable_on_every_surface(tiny_llm):
 
     names = setting_names()
     assert set(method_parameters()) <= set(names)
-    cli = _cli_destinations()
+    cli = _cli_destinations(capsys)
     panel = TuningPanel(tiny_llm)
     langchain_fields = {core: field for field, core in settings_map().items()}
     for name in names:
@@ -123,3 +130,21 @@ def test_every_registered_setting_is_reachable_on_every_surface(tiny_llm):
             for cls in (ChatAlignedLLM, AlignedLLMText):
                 assert langchain_fields[name] in cls.model_fields, f"{cls.__name__} has no field for {name}"
         assert name in AlignedHF.model_fields, f"AlignedHF has no field for {name}"
+
+
+def test_a_temporary_registration_leaves_the_registry_as_it_was():
+    before = registered_methods()
+
+    class Temporary(Vanilla):
+        name = "temporary-test"
+
+    class LouderOPAD(OPAD):
+        name = "opad"
+
+    with registered_temporarily(Temporary):
+        assert method_class("temporary-test") is Temporary
+    with registered_temporarily(LouderOPAD, replace=True):
+        assert method_class("opad") is LouderOPAD
+    with pytest.raises(ValueError, match="already registered"), registered_temporarily(Temporary, LouderOPAD):
+        pass
+    assert registered_methods() == before

@@ -22,7 +22,7 @@ from tests.serving import (
     wait_for_metric,
 )
 
-pytestmark = pytest.mark.allow_hosts(LOCALHOST)
+pytestmark = [pytest.mark.allow_hosts(LOCALHOST), pytest.mark.usefixtures("server_test_methods")]
 
 PROMPT = "Tell me about the sea."
 PRINCIPLE = "Answer like a pirate."

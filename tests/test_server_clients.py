@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import openai
 import pytest
-from langchain_openai import ChatOpenAI
-from llama_index.core.llms import ChatMessage
-from llama_index.llms.openai_like import OpenAILike
 
 from aligned_llm import create_app
 from tests.serving import LOCALHOST, SERVED_MODEL, WAIT_S, running_server, serve_tiny
 
 pytestmark = pytest.mark.allow_hosts(LOCALHOST)
 
+LANGCHAIN_OPENAI_MISSING = "langchain-openai is not installed (the dev extra has it)"
+OPENAI_LIKE_MISSING = "llama-index-llms-openai-like is not installed (the dev extra has it)"
 PROMPT = "Tell me about the sea."
 PRINCIPLE = "Answer like a pirate."
 
@@ -24,6 +23,9 @@ def base_url(tiny_pair_llm):
 
 
 def test_langchain_chat_openai_with_extra_body(base_url, tiny_pair_llm):
+    pytest.importorskip("langchain_openai", reason=LANGCHAIN_OPENAI_MISSING)
+    from langchain_openai import ChatOpenAI
+
     chat = ChatOpenAI(
         base_url=f"{base_url}/v1", api_key="x", model=SERVED_MODEL, temperature=0, max_tokens=8, max_retries=0,
         extra_body={"method": "opad", "principle": PRINCIPLE},
@@ -41,6 +43,9 @@ def test_langchain_chat_openai_with_extra_body(base_url, tiny_pair_llm):
 
 
 async def test_langchain_async_and_a_refused_setting(base_url, tiny_pair_llm):
+    pytest.importorskip("langchain_openai", reason=LANGCHAIN_OPENAI_MISSING)
+    from langchain_openai import ChatOpenAI
+
     chat = ChatOpenAI(base_url=f"{base_url}/v1", api_key="x", model=SERVED_MODEL, temperature=0, max_tokens=6,
                       max_retries=0, extra_body={"method": "aad", "alpha": 0.3})  # fmt: skip
     expected = tiny_pair_llm.generate(PROMPT, method="aad", alpha=0.3, max_new_tokens=6)
@@ -50,6 +55,10 @@ async def test_langchain_async_and_a_refused_setting(base_url, tiny_pair_llm):
 
 
 def test_llamaindex_openai_like(base_url, tiny_pair_llm):
+    pytest.importorskip("llama_index.llms.openai_like", reason=OPENAI_LIKE_MISSING)
+    from llama_index.core.llms import ChatMessage
+    from llama_index.llms.openai_like import OpenAILike
+
     llm = OpenAILike(
         model=SERVED_MODEL, api_base=f"{base_url}/v1", api_key="x", is_chat_model=True, temperature=0.0, max_tokens=8,
         context_window=tiny_pair_llm.context_window, max_retries=0, timeout=WAIT_S,

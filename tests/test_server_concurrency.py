@@ -11,7 +11,7 @@ import pytest
 
 from tests.serving import LOCALHOST, SERVED_MODEL, WAIT_S, Held, serve_tiny
 
-pytestmark = pytest.mark.allow_hosts(LOCALHOST)
+pytestmark = [pytest.mark.allow_hosts(LOCALHOST), pytest.mark.usefixtures("server_test_methods")]
 
 PROMPTS = ["Tell me about the sea.", "Name three rivers.", "Why is the sky blue?", "Write a haiku."]
 PRINCIPLES = ["Answer like a pirate.", "Be extremely brief.", "Use formal language."]

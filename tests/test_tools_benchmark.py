@@ -26,6 +26,7 @@ SCHEMA_QUIRKS = {"simple_python_307", "parallel_152"}
 """BFCL possible answers that allow a value their own schema forbids (True for a string, None for a float)."""
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_every_category_loads_whole_with_answers():
     sizes = {category: len(load_category(category)) for category in CATEGORIES}
     assert sizes == {"simple_python": 400, "multiple": 200, "parallel": 200, "irrelevance": 240}
@@ -79,6 +80,7 @@ def test_openai_tool_shape_and_harness_hints():
         "parameters": {"type": "object", "properties": {"number": {"type": "integer"}}}}}  # fmt: skip
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_no_bfcl_type_is_left_unconverted():
     json_types = {"string", "integer", "number", "boolean", "array", "object"}
 
@@ -94,12 +96,14 @@ def test_no_bfcl_type_is_left_unconverted():
     assert seen - {None} == json_types
 
 
+@pytest.mark.eval_data("bfcl-eval")
 @pytest.mark.parametrize("category", CALL_CATEGORIES)
 def test_every_possible_answer_as_calls_scores_correct(category):
     for case in load_category(category):
         assert ast_correct(case, reference_calls(case)), case.id
 
 
+@pytest.mark.eval_data("bfcl-eval")
 @pytest.mark.parametrize("category", CALL_CATEGORIES)
 def test_possible_answers_are_schema_valid_under_the_converted_tools(category):
     for case in load_category(category):
@@ -115,6 +119,7 @@ def _optional(case, name):
     return {arg for arg, allowed in case.possible_answer[0][name].items() if "" in allowed}
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_leaving_out_optional_arguments_and_ints_for_floats_still_score_correct():
     left_out = widened = 0
     for case in load_category("simple_python"):
@@ -133,6 +138,7 @@ def test_leaving_out_optional_arguments_and_ints_for_floats_still_score_correct(
     assert left_out > 20 and widened > 5
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_strings_compare_as_bfcl_does_ignoring_case_and_punctuation():
     case = next(c for c in load_category("simple_python") if c.id == "simple_python_307")
     [(name, arguments)] = reference_calls(case)
@@ -180,6 +186,7 @@ def _perturbations(case):
         yield "one call missing", calls[:-1]
 
 
+@pytest.mark.eval_data("bfcl-eval")
 @pytest.mark.parametrize("category", CALL_CATEGORIES)
 def test_perturbed_answers_score_wrong(category):
     labels = set()
@@ -190,6 +197,7 @@ def test_perturbed_answers_score_wrong(category):
     assert {"unknown", "missing", "unexpected", "wrong", "no", "one"} <= labels
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_irrelevance_is_correct_only_without_a_call():
     case = load_category("irrelevance")[0]
     tool = case.tools[0]["function"]
@@ -197,6 +205,7 @@ def test_irrelevance_is_correct_only_without_a_call():
     assert not ast_correct(case, [(tool["name"], {"weight": 70.0, "height": 1.8})])
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_schema_validator_names_what_is_wrong():
     case = next(c for c in load_category("simple_python") if c.id == "simple_python_0")
     check = schema_validator(case)
@@ -206,6 +215,7 @@ def test_schema_validator_names_what_is_wrong():
     assert "is not of type 'integer'" in check("calculate_triangle_area", {"base": "ten", "height": 5})
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_bfcl_checker_loads_offline_without_leaving_its_stand_in():
     module = bfcl.ast_checker_module()
     assert module.__file__.endswith("bfcl_eval/eval_checker/ast_eval/ast_checker.py")
@@ -217,6 +227,7 @@ def _record(case, mode, calls, text=""):
     return tools.score(case, mode, text, calls, "tool_calls" if calls else "stop")
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_score_separates_valid_calls_from_correct_ones():
     case = next(c for c in load_category("simple_python") if c.id == "simple_python_0")
     right = _record(case, "constrained", [("calculate_triangle_area", {"base": 10, "height": 5})])
@@ -230,6 +241,7 @@ def test_score_separates_valid_calls_from_correct_ones():
     assert (prose["called"], prose["valid"], prose["correct"]) == (False, False, False)
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_summary_rates_use_wilson_intervals_and_count_violations_under_the_grammar_only():
     case = next(c for c in load_category("simple_python") if c.id == "simple_python_0")
     irrelevant = load_category("irrelevance")[0]
@@ -262,6 +274,7 @@ def test_tools_benchmark_reuses_the_shared_wilson_arithmetic():
     assert (entry["low"], entry["high"]) == scoring.wilson_interval(1, 5)
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_sampled_cases_are_the_same_for_every_call_and_per_category():
     first = tools.sample_cases(["simple_python", "irrelevance"], 5, seed=3)
     assert [c.id for c in first] == [c.id for c in tools.sample_cases(["simple_python", "irrelevance"], 5, seed=3)]
@@ -269,6 +282,7 @@ def test_sampled_cases_are_the_same_for_every_call_and_per_category():
     assert first != tools.sample_cases(["simple_python", "irrelevance"], 5, seed=4)
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_plot_writes_a_png(tmp_path):
     case = load_category("simple_python")[0]
     records = [_record(case, mode, reference_calls(case)) for mode in tools.MODES]
@@ -298,6 +312,7 @@ def test_cases_with_different_tools_batch_as_if_each_ran_alone(tiny_llm):
         assert result.token_ids == alone.token_ids
 
 
+@pytest.mark.eval_data("bfcl-eval")
 def test_unparsed_call_blocks_are_invalid_but_a_call_cut_by_the_token_limit_is_unfinished():
     case = next(c for c in load_category("simple_python") if c.id == "simple_python_0")
     broken = tools.score(case, "constrained", '<tool_call>\n{"name": calculate</tool_call>', [], "stop")

@@ -1,17 +1,18 @@
-"""Fixtures: tiny random models saved as local folders (fast), an engine spy, and the bundled model."""
+"""Fixtures: the tiny model folders LangChain objects name, an engine spy, and the bundled model.
+
+The folders come from ``aligned_llm.pytest_plugin`` (loaded by ``addopts``), shared with the other suites.
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aligned_llm import AlignedLLM
-from aligned_llm.loading import BUNDLED_NAME, bundled_model_dir
-from aligned_llm.testing import build_tiny_model
-from transformers import AutoTokenizer
+from aligned_llm.loading import BUNDLED_NAME
+from aligned_llm.testing import save_tiny_model
 
 from langchain_aligned_llm.registry import set_max_shared_models, shared_llm
 
@@ -25,40 +26,27 @@ def keep_the_fixture_models_loaded():
 
 
 @pytest.fixture(scope="session")
-def lc_tokenizer():
-    return AutoTokenizer.from_pretrained(bundled_model_dir(), local_files_only=True)
-
-
-TOOLS_CONTEXT_WINDOW = 1024
-"""Tool prompts (the library's tool instructions and the specs) need more than the tiny models' 256 tokens."""
-
-
-def _save_tiny(folder: Path, tokenizer, seed: int, context_window: int | None = None) -> str:
-    model = build_tiny_model(seed=seed, vocab_size=len(tokenizer))
-    if context_window is not None:
-        model.config.max_position_embeddings = context_window  # rotary positions: the weights do not change
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+def lc_tokenizer(tokenizer):
+    """The bundled SmolLM2's tokenizer (``aligned_llm.pytest_plugin``'s ``tokenizer``)."""
+    return tokenizer
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, lc_tokenizer) -> str:
+def tiny_model_dir(tiny_dir) -> str:
     """A tiny random Llama with the SmolLM2 tokenizer, as a model folder LangChain objects name."""
-    return _save_tiny(tmp_path_factory.mktemp("lc-tiny-a"), lc_tokenizer, seed=0)
+    return str(tiny_dir)
 
 
 @pytest.fixture(scope="session")
-def other_model_dir(tmp_path_factory, lc_tokenizer) -> str:
+def other_model_dir(tmp_path_factory, tokenizer) -> str:
     """A second tiny model (other weights), for per-call ``model=`` overrides."""
-    return _save_tiny(tmp_path_factory.mktemp("lc-tiny-b"), lc_tokenizer, seed=1)
+    return str(save_tiny_model(tmp_path_factory.mktemp("lc-tiny-b"), seed=1, tokenizer=tokenizer))
 
 
 @pytest.fixture(scope="session")
-def tools_model_dir(tmp_path_factory, lc_tokenizer) -> str:
-    """The first tiny model's weights with a 1024-token window, for tool-calling and structured-output tests."""
-    folder = tmp_path_factory.mktemp("lc-tiny-tools")
-    return _save_tiny(folder, lc_tokenizer, seed=0, context_window=TOOLS_CONTEXT_WINDOW)
+def tools_model_dir(tiny_wide_dir) -> str:
+    """The first tiny model's weights with a window wide enough for tool-calling and structured-output prompts."""
+    return str(tiny_wide_dir)
 
 
 @pytest.fixture(scope="session")

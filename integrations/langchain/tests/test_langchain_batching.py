@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import pytest
 from aligned_llm import AlignedLLM, PromptTooLongError
 from aligned_llm.loading import bundled_model_dir
+from aligned_llm.testing import count_forwards
 from langchain_core.caches import InMemoryCache
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import ConfigurableField
@@ -25,41 +24,30 @@ def chat(tiny_model_dir) -> ChatAlignedLLM:
     return ChatAlignedLLM(model=tiny_model_dir, device="cpu", max_tokens=6)
 
 
-@contextmanager
-def counting_forwards(llm: AlignedLLM) -> Iterator[list[int]]:
-    """Count the model's forward passes (a forward hook) while the block runs."""
-    forwards = [0]
-    handle = llm.model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
-    try:
-        yield forwards
-    finally:
-        handle.remove()
-
-
 LONG = 24
 """Answer length for the sharing tests: long enough that concurrent calls overlap for most of their steps."""
 
 
 def test_batch_shares_forwards_and_gives_the_serial_texts(tiny_model_dir, tiny):
     chat = ChatAlignedLLM(model=tiny_model_dir, device="cpu", max_tokens=LONG)
-    with counting_forwards(tiny) as serial_forwards:
+    with count_forwards(tiny) as serial_forwards:
         serial = [chat.invoke(prompt).content for prompt in PROMPTS]
-    with counting_forwards(tiny) as batch_forwards:
+    with count_forwards(tiny) as batch_forwards:
         batched = chat.batch(PROMPTS)
     assert [message.content for message in batched] == serial
     # every call joins the model's running batch: one forward per step serves all of them
-    assert batch_forwards[0] <= serial_forwards[0] / 2
+    assert batch_forwards.count <= serial_forwards.count / 2
     assert len({message.usage_metadata["input_tokens"] for message in batched}) > 1
 
 
 async def test_abatch_shares_forwards_and_gives_the_serial_texts(tiny_model_dir, tiny):
     chat = ChatAlignedLLM(model=tiny_model_dir, device="cpu", max_tokens=LONG)
-    with counting_forwards(tiny) as serial_forwards:
+    with count_forwards(tiny) as serial_forwards:
         serial = [(await chat.ainvoke(prompt)).content for prompt in PROMPTS]
-    with counting_forwards(tiny) as batch_forwards:
+    with count_forwards(tiny) as batch_forwards:
         batched = await chat.abatch(PROMPTS)
     assert [message.content for message in batched] == serial
-    assert batch_forwards[0] <= serial_forwards[0] / 2
+    assert batch_forwards.count <= serial_forwards.count / 2
 
 
 def test_a_chain_batch_gives_each_input_its_answer(chat):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aligned_llm import AlignedLLM, InvalidSettingError
+from aligned_llm.testing import count_forwards
 from langchain_core.tools import tool
 from pydantic import BaseModel, ValidationError
 
@@ -57,11 +58,9 @@ CASES: dict[str, tuple[Case, type[Exception], str]] = {
 
 @pytest.fixture
 def forwards(tools_tiny: AlignedLLM):
-    """The number of model forwards so far (a forward hook on the shared tiny model)."""
-    count = [0]
-    handle = tools_tiny.model.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
-    yield count
-    handle.remove()
+    """The forwards of the tiny model while the test runs."""
+    with count_forwards(tools_tiny) as counted:
+        yield counted
 
 
 @pytest.mark.parametrize(("case", "error_type", "parameter"), CASES.values(), ids=list(CASES))
@@ -74,7 +73,7 @@ def test_bad_input_is_refused_by_name_before_any_forward(tools_tiny, forwards, c
     else:  # pydantic's error: the field's location, or (checks across fields) the core's message, names it
         (detail,) = error.value.errors()
         assert detail["loc"] == (parameter,) or str(detail["msg"]).startswith(f"Value error, {parameter}:")
-    assert forwards[0] == 0
+    assert forwards.count == 0
 
 
 async def test_text_llm_abatch_fails_only_the_bad_input(tools_tiny):

@@ -1,45 +1,33 @@
-"""Fixtures: a tiny random model for interface tests, the bundled model for the RAG run, clean Settings."""
+"""Fixtures: a tiny random model for interface tests, the bundled model for the RAG run, clean Settings.
+
+The models come from ``aligned_llm.pytest_plugin`` (loaded by ``addopts``), shared with the other suites.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import llama_index.core
 import pytest
 from aligned_llm import AlignedLLM
-from aligned_llm.loading import bundled_model_dir
-from aligned_llm.testing import build_tiny_model
 from llama_index.core import MockEmbedding, Settings
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-from transformers import AutoTokenizer
 
 from llama_index.llms.aligned import AlignedHF
 
 
 @pytest.fixture(scope="session")
-def tiny_core(tmp_path_factory) -> AlignedLLM:
+def tiny_core(tiny_llm) -> AlignedLLM:
     """A 2-layer random Llama with the SmolLM2 tokenizer and chat template (context window 256)."""
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir(), local_files_only=True)
-    folder: Path = tmp_path_factory.mktemp("tiny-llama-index")
-    build_tiny_model(seed=0, vocab_size=len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return AlignedLLM.from_pretrained(folder, device="cpu")
+    return tiny_llm
 
 
 @pytest.fixture(scope="session")
-def tools_core(tmp_path_factory) -> AlignedLLM:
-    """The tiny model with a 1024-token window: tool prompts (instructions and specs) need more than 256 tokens."""
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir(), local_files_only=True)
-    folder: Path = tmp_path_factory.mktemp("tiny-llama-index-tools")
-    model = build_tiny_model(seed=0, vocab_size=len(tokenizer))
-    model.config.max_position_embeddings = 1024  # rotary positions: the weights do not change
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return AlignedLLM.from_pretrained(folder, device="cpu")
+def tools_core(tiny_wide_llm) -> AlignedLLM:
+    """The tiny model with a window wide enough for tool prompts (instructions and specs)."""
+    return tiny_wide_llm
 
 
 @pytest.fixture
@@ -48,8 +36,8 @@ def tiny(tiny_core) -> AlignedHF:
 
 
 @pytest.fixture(scope="session")
-def bundled_core() -> AlignedLLM:
-    return AlignedLLM.default(device="cpu")
+def bundled_core(bundled_llm) -> AlignedLLM:
+    return bundled_llm
 
 
 @pytest.fixture(scope="session")

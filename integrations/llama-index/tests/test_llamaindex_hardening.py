@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aligned_llm import AlignedLLM, InvalidSettingError
+from aligned_llm.testing import count_forwards
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel
@@ -51,11 +52,9 @@ CASES: dict[str, tuple[Case, str]] = {
 
 @pytest.fixture
 def forwards(tools_core: AlignedLLM):
-    """The number of model forwards so far (a forward hook on the tiny model)."""
-    count = [0]
-    handle = tools_core.model.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
-    yield count
-    handle.remove()
+    """The forwards of the tiny model while the test runs."""
+    with count_forwards(tools_core) as counted:
+        yield counted
 
 
 @pytest.mark.parametrize(("case", "parameter"), CASES.values(), ids=list(CASES))
@@ -64,7 +63,7 @@ def test_bad_input_is_refused_by_name_before_any_forward(tools_core, forwards, c
     with pytest.raises(InvalidSettingError) as error:
         case(llm)
     assert error.value.parameter == parameter
-    assert forwards[0] == 0
+    assert forwards.count == 0
 
 
 def test_a_tool_call_that_cannot_fit_is_refused_naming_the_budget_before_any_forward(tools_core, forwards):
@@ -72,7 +71,7 @@ def test_a_tool_call_that_cannot_fit_is_refused_naming_the_budget_before_any_for
     with pytest.raises(InvalidSettingError, match=r"is 3, but a tool call needs at least \d+ tokens") as error:
         llm.chat_with_tools([ADD], "Add 2 and 3.", tool_required=True)
     assert error.value.parameter == "max_new_tokens"
-    assert forwards[0] == 0
+    assert forwards.count == 0
 
 
 def test_a_tool_call_cut_by_the_budget_names_the_budget_to_raise(tools_core, forwards):
@@ -81,4 +80,4 @@ def test_a_tool_call_cut_by_the_budget_names_the_budget_to_raise(tools_core, for
     assert response.raw["finish_reason"] == "length"
     with pytest.raises(ValueError, match=r"max_new_tokens=20 \(the max_tokens budget\).*raise max_new_tokens"):
         llm.get_tool_calls_from_response(response)
-    assert 0 < forwards[0] <= 20
+    assert 0 < forwards.count <= 20

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from aligned_llm import AlignedLLM, DecodeSettings, InvalidSettingError, ModelSpec
+from aligned_llm.testing import count_forwards
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
 
@@ -86,15 +87,10 @@ CONSTRUCTOR_MISTAKES = [
     ("fields", "parameter", "says"), CONSTRUCTOR_MISTAKES, ids=[str(c[0]) for c in CONSTRUCTOR_MISTAKES]
 )
 def test_the_constructor_refuses_unknown_names_and_answers_that_cannot_fit(tiny_core, fields, parameter, says):
-    forwards = []
-    handle = tiny_core.model.register_forward_hook(lambda *_: forwards.append(1))
-    try:
-        with pytest.raises(InvalidSettingError) as error:
-            AlignedHF(tiny_core, **fields)
-    finally:
-        handle.remove()
+    with count_forwards(tiny_core) as forwards, pytest.raises(InvalidSettingError) as error:
+        AlignedHF(tiny_core, **fields)
     assert error.value.parameter == parameter and says in str(error.value)
-    assert forwards == []
+    assert forwards.count == 0
 
 
 def test_the_largest_answer_that_fits_is_accepted_and_assignment_is_bounded_too(tiny):
