@@ -28,6 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from aligned_llm.cache import CacheNotWritableError, cache_root, ensure_folder
 from aligned_llm.errors import InvalidSettingError, MissingPackageError, ModelLoadError, ModelPathError
+from aligned_llm.upstream_warnings import peft_wrapping
 
 logger = logging.getLogger(__name__)
 
@@ -300,10 +301,7 @@ def attach_adapter(
     check_adapter_folder(folder)
     weights = next(folder / file for file in ADAPTER_WEIGHTS if (folder / file).is_file())
     try:
-        with quiet_loading(), warnings.catch_warnings():
-            # peft reads the model's deprecated `is_gradient_checkpointing`: transformers' FutureWarning about
-            # it is peft's to fix, not the user's
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with quiet_loading(), peft_wrapping():
             if isinstance(model, PeftModel):
                 model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
                 return model.eval()

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from aligned_llm.upstream_warnings import peft_wrapping
+
 if TYPE_CHECKING:
     from aligned_llm import AlignedLLM
 
@@ -62,7 +64,8 @@ def save_tiny_lora(folder: str | Path, seed: int, vocab_size: int, random_weight
     folder = Path(folder)
     torch.manual_seed(seed)
     config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=not random_weights)
-    peft_model = get_peft_model(build_tiny_model(seed=0, vocab_size=vocab_size), config)
+    with peft_wrapping():
+        peft_model = get_peft_model(build_tiny_model(seed=0, vocab_size=vocab_size), config)
     if random_weights:
         with torch.no_grad():
             for name, parameter in peft_model.named_parameters():
