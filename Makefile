@@ -42,7 +42,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	@# two workers; a module (a class, for test classes) runs whole in one of them: its fixtures are built once; TEST_WORKERS=0: one process
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,7 +20,7 @@ from aligned_llm.testing import count_forwards
 from tests.serving import LOCALHOST, SERVED_MODEL, WAIT_S, serve_tiny
 from tests.test_hardening_core import CALL, CITY, json_schema, nested, tool
 
-pytestmark = pytest.mark.allow_hosts(LOCALHOST)
+pytestmark = [pytest.mark.allow_hosts(LOCALHOST), pytest.mark.usefixtures("server_test_methods")]
 
 CHAT_URL = "/v1/chat/completions"
 COMPLETIONS_URL = "/v1/completions"
