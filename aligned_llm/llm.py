@@ -325,8 +325,13 @@ class AlignedLLM:
         answer valid by grammar, ``constrained_alignment`` says whether the method steers inside
         them. Calls land in ``result.tool_calls``, the parsed answer in ``result.parsed``.
         """
-        generation = self.submit(prompt, **settings)
+        job = self._prepare(prompt, settings)
+        cancel = threading.Event()
+        self._register(cancel)
+        ticket = self._start(job, cancel, keep_events=False, start_thread=False)
+        generation = Generation(ticket)
         try:
+            self._runner.drive(ticket)  # decode on this thread unless another already drives the batch
             return generation.result()
         except BaseException:  # interrupted (or failed): nothing goes on decoding for nobody
             generation.cancel()
@@ -530,8 +535,11 @@ class AlignedLLM:
         with self._running_lock:
             self._running.add(cancel)
 
-    def _start(self, job: _Job, cancel: threading.Event, *, keep_events: bool) -> Ticket:
-        """Hand a checked job to the engine; its events and results arrive on the returned ticket."""
+    def _start(self, job: _Job, cancel: threading.Event, *, keep_events: bool, start_thread: bool = True) -> Ticket:
+        """Hand a checked job to the engine; its events and results arrive on the returned ticket.
+
+        ``start_thread=False``: the caller drives the batch itself next (``Scheduler.drive``).
+        """
         settings = job.settings
         sampling = Sampling(settings.temperature, settings.top_p, settings.frequency_penalty, settings.presence_penalty)
         reading = None
@@ -557,7 +565,9 @@ class AlignedLLM:
                 self._running.discard(cancel)
 
         ticket.future.add_done_callback(finished)
-        self._runner.submit(Submission(ticket, job.requests, job.decoding, sampling, settings.trace))
+        self._runner.submit(
+            Submission(ticket, job.requests, job.decoding, sampling, settings.trace), start_thread=start_thread
+        )
         return ticket
 
 

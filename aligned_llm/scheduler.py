@@ -1,6 +1,9 @@
 """Continuous batching: one running batch per ``AlignedLLM`` that requests join and leave at step boundaries.
 
-A background thread (started when work arrives, gone when there is none) loops: it asks the
+One thread at a time drives the loop: a blocking ``generate`` drives it on the caller's own thread
+until its answer is complete (no thread hop, and its forwards run in the caller's OpenMP team), and
+a background thread (started when work arrives and nobody drives, gone when there is none) drives
+it otherwise, taking over what is left when a caller's answer is done. The loop asks the
 planner (``aligned_llm.planner.plan_step``) what to do with the queue and the running batch,
 then executes the plan on the engine — cancelled requests end ``"cancelled"`` and their rows
 leave the caches; admitted requests start prefilling in cohorts; the running batch decodes
@@ -19,7 +22,7 @@ import atexit
 import threading
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -80,27 +83,49 @@ class Scheduler:
         self.budget = budget
         self._lock = threading.Lock()
         self._waiting: deque[_Waiting] = deque()
-        self._thread: threading.Thread | None = None
+        self._driver: threading.Thread | None = None
+        """The thread running the loop (a caller's, or the background one); ``None`` when no work is left."""
+        self._idle = threading.Event()
+        self._idle.set()
         self._batch: Batch = engine.empty_batch()
         self._cohorts: deque[Cohort] = deque()
         """Admitted requests still prefilling, in arrival order; the first advances one chunk per turn."""
         self._tickets: weakref.WeakSet[Ticket] = weakref.WeakSet()
 
-    def submit(self, submission: Submission) -> None:
-        """Queue every request of ``submission``; they join the running batch as the budget allows."""
+    def submit(self, submission: Submission, *, start_thread: bool = True) -> None:
+        """Queue every request of ``submission``; they join the running batch as the budget allows.
+
+        ``start_thread=False``: the caller drives the loop itself next (:meth:`drive`).
+        """
         with self._lock:
             self._tickets.add(submission.ticket)
             self._waiting.extend(_Waiting(submission, index) for index in range(len(submission.requests)))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="aligned-llm-batch", daemon=True)
-                self._thread.start()
-                _LIVE.add(self)
+            if self._driver is None and start_thread:
+                self._start_thread()
+
+    def drive(self, ticket: Ticket) -> None:
+        """Run the loop on the calling thread until ``ticket`` is closed, unless a thread drives it already.
+
+        Work left when the ticket closes (other callers') goes on on a background thread.
+        """
+        with self._lock:
+            if self._driver is not None:
+                return
+            self._driver = threading.current_thread()
+            self._idle.clear()
+            _LIVE.add(self)
+        self._loop(until=lambda: ticket.closed)
+
+    def _start_thread(self) -> None:
+        """Start the background driver (the lock is held)."""
+        self._driver = threading.Thread(target=self._loop, name="aligned-llm-batch", daemon=True)
+        self._idle.clear()
+        _LIVE.add(self)
+        self._driver.start()
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until the thread has stopped (it stops when no work is left)."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        """Wait until no thread drives the loop (it stops when no work is left)."""
+        self._idle.wait(timeout)
 
     def stop(self, timeout: float | None = None) -> None:
         """Cancel every submission not yet finished and wait for the thread to stop."""
@@ -112,13 +137,17 @@ class Scheduler:
 
     @property
     def running(self) -> bool:
-        """Whether the batch thread is alive (it runs only while there is work)."""
-        return self._thread is not None
+        """Whether a thread drives the loop (one does only while there is work)."""
+        return self._driver is not None
 
-    def _loop(self) -> None:
+    def _loop(self, until: Callable[[], bool] | None = None) -> None:
+        """Plan and execute steps until no work is left, or until ``until()`` (a caller driving for its answer)."""
         try:
             while True:
                 with self._lock:
+                    if until is not None and until():
+                        self._hand_over()
+                        return
                     waiting = list(self._waiting)
                     running = self._running_items()
                     plan = plan_step(
@@ -129,7 +158,8 @@ class Scheduler:
                         mergeable=self._batch.mergeable,
                     )
                     if plan.idle and not self._cohorts:
-                        self._thread = None
+                        self._driver = None
+                        self._idle.set()
                         return
                     for index in (*plan.drop_waiting, *plan.admitted, *(() if plan.refuse is None else (plan.refuse,))):
                         self._waiting.remove(waiting[index])
@@ -147,6 +177,15 @@ class Scheduler:
         except BaseException as error:  # a caller must never wait for a thread that is gone
             self._fail_everything(error)
             raise
+
+    def _hand_over(self) -> None:
+        """A caller's answer is done: the background thread takes what is left (the lock is held)."""
+        work_left = self._waiting or self._batch.groups or self._cohorts
+        self._driver = None
+        if work_left:
+            self._start_thread()
+        else:
+            self._idle.set()
 
     def _running_items(self) -> list[tuple[Group, Progress]]:
         return [(group, item) for group in self._batch.groups for item in group.items]
@@ -248,7 +287,8 @@ class Scheduler:
     def _fail_everything(self, error: BaseException) -> None:
         with self._lock:
             waiting, self._waiting = list(self._waiting), deque()
-            self._thread = None
+            self._driver = None
+            self._idle.set()
         for holder in (self._batch, *self._cohorts):
             self._fail(holder.groups, error)
         self._batch, self._cohorts = self.engine.empty_batch(), deque()

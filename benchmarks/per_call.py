@@ -22,10 +22,14 @@ class PerCallRunner:
         self.engine = engine
         self._threads: dict[threading.Thread, Ticket] = {}
 
-    def submit(self, submission: Submission) -> None:
+    def submit(self, submission: Submission, *, start_thread: bool = True) -> None:
+        """Decode ``submission`` on a thread of its own (always: the per-call engine has no caller-driven loop)."""
         thread = threading.Thread(target=self._run, args=(submission,), name="aligned-llm-call", daemon=True)
         self._threads[thread] = submission.ticket
         thread.start()
+
+    def drive(self, ticket: Ticket) -> None:
+        """Nothing to drive: each submission has its own thread."""
 
     def join(self, timeout: float | None = None) -> None:
         for thread in list(self._threads):

@@ -315,8 +315,8 @@ def test_threads_calling_generate_and_stream_share_forwards(tiny_llm, monkeypatc
     submitted = threading.Semaphore(0)
     submit = llm._runner.submit
 
-    def counting_submit(submission):
-        submit(submission)
+    def counting_submit(submission, **options):
+        submit(submission, **options)
         submitted.release()
 
     monkeypatch.setattr(llm._runner, "submit", counting_submit)
@@ -431,4 +431,32 @@ def test_close_refuses_a_bad_timeout_and_cancels_nothing(tiny_llm, timeout):
     list(stream)
     assert stream.result.finish_reason in ("length", "stop"), "the refused close cancelled the stream"
     llm.close(timeout=30.0)
+    assert not llm._runner.running
+
+
+def test_a_blocking_generate_decodes_on_its_thread_and_hands_what_is_left_to_the_batch_thread(tiny_llm):
+    llm = AlignedLLM(tiny_llm.model, tiny_llm.tokenizer)
+    threads: list[str] = []
+    handle = llm.model.register_forward_hook(lambda *_: threads.append(threading.current_thread().name))
+    try:
+        llm.generate(SHORT, max_new_tokens=4)
+        assert set(threads) == {threading.current_thread().name}, "no thread hop for a lone blocking call"
+        threads.clear()
+        outputs = {}
+        with recorded(llm.model, hold_at=1) as forwards:
+            caller = threading.Thread(
+                target=lambda: outputs.setdefault("short", llm.generate(SHORT, max_new_tokens=4)), name="caller"
+            )
+            caller.start()
+            assert forwards.held.wait(60)
+            long = llm.submit(LONG, max_new_tokens=20)
+            forwards.release.set()
+            caller.join(60)
+            result = long.result(60)
+    finally:
+        handle.remove()
+    assert outputs["short"].token_ids == _alone(tiny_llm, [(SHORT, {"max_new_tokens": 4})])[0].token_ids
+    assert result.token_ids == _alone(tiny_llm, [(LONG, {"max_new_tokens": 20})])[0].token_ids
+    assert threads[0] == "caller" and threads[-1] == "aligned-llm-batch", "the batch thread took over the long one"
+    llm.close()
     assert not llm._runner.running
