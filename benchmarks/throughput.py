@@ -24,9 +24,10 @@ Rows:
   (its batch split per adapter, what the library did before the gate), and on a two-model pair
   (two forwards per step).
 
-Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident
-set (VmHWM, reset per configuration through ``/proc/self/clear_refs``), which includes the
-weights and the Python runtime.
+The first run of each configuration (left out of the medians) is reported too: it includes
+``torch.compile``'s compilation for the compiled rows. Peak memory: ``torch.cuda.max_memory_allocated``
+on CUDA; on CPU the process's peak resident set (VmHWM, reset per configuration through
+``/proc/self/clear_refs``), which includes the weights and the Python runtime.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from aligned_llm import AlignedLLM, DecodeSettings
 from aligned_llm.engine import Engine, EngineRequest
 from aligned_llm.prompts import normalize_prompts
+from aligned_llm.upstream_warnings import peft_wrapping
 
 PROMPTS = [
     "Tell me about the moon.",
@@ -97,7 +99,9 @@ def lora_pair(llm: AlignedLLM) -> AlignedLLM:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    return AlignedLLM(get_peft_model(copy.deepcopy(llm.model), config).to(llm.device), llm.tokenizer)
+    with peft_wrapping():
+        model = get_peft_model(copy.deepcopy(llm.model), config)
+    return AlignedLLM(model.to(llm.device), llm.tokenizer)
 
 
 def prompt_rows(llm: AlignedLLM, prompts: list[str], **settings: object) -> list[list[list[int]]]:
@@ -280,9 +284,12 @@ def measure(configs: dict[str, Run], repeats: int, device: torch.device) -> dict
     """Tokens/s (median over rounds) and peak memory per configuration."""
     memory = PeakMemory(device)
     peaks: dict[str, float] = {}
+    first: dict[str, float] = {}
     for name, run in configs.items():
         memory.reset()
+        started = time.perf_counter()
         run()
+        first[name] = time.perf_counter() - started
         peaks[name] = memory.peak_mib()
     times: dict[str, list[float]] = {name: [] for name in configs}
     tokens: dict[str, int] = {}
@@ -297,18 +304,18 @@ def measure(configs: dict[str, Run], repeats: int, device: torch.device) -> dict
             times[name].append(time.perf_counter() - started)
     return {
         name: {"tokens": tokens[name], "tokens_per_s": tokens[name] / statistics.median(times[name]),
-               "peak_mib": peaks[name]}
+               "peak_mib": peaks[name], "first_run_s": first[name]}
         for name in configs
     }  # fmt: skip
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
-    lines = ["| batch | decoder | tokens | tokens/s | × model.generate | × vanilla | peak memory (MiB) |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| batch | decoder | tokens | tokens/s | × model.generate | × vanilla | peak (MiB) | first run (s) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in rows:
         lines.append(
             f"| {row['batch']} | {row['config']} | {row['tokens']} | {row['tokens_per_s']:.1f} "
-            f"| {row['vs_generate']:.2f} | {row['vs_vanilla']:.2f} | {row['peak_mib']:.0f} |"
+            f"| {row['vs_generate']:.2f} | {row['vs_vanilla']:.2f} | {row['peak_mib']:.0f} | {row['first_run_s']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
