@@ -8,6 +8,7 @@ metadata, callbacks, closing — is here once. Async streams iterate the core st
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -70,7 +71,8 @@ class CoreDecoding(AlignedLLMParams):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
-        call, stream = self._open_stream(value, stop, kwargs)
+        # rendering and compiling a grammar can take seconds: off the event loop
+        call, stream = await asyncio.to_thread(self._open_stream, value, stop, kwargs)
         try:
             async for delta in stream.adeltas():
                 chunk = self._text_chunk(delta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
@@ -108,3 +109,19 @@ def test_callbacks_see_every_token_once(chat, tiny_model_dir):
     message = streaming.invoke("Hello", config={"callbacks": [recorder]})
     assert sum(1 for token in recorder.tokens if token) > 1
     assert "".join(recorder.tokens) == message.content
+
+
+async def test_async_calls_prepare_their_request_off_the_event_loop(chat, monkeypatch):
+    """Rendering the prompt and compiling a grammar (seconds for a large tool schema) never blocks the loop."""
+    loop_thread = threading.current_thread()
+    prepared_on = []
+    open_stream = type(chat)._open_stream
+
+    def recording(self, *args):
+        prepared_on.append(threading.current_thread())
+        return open_stream(self, *args)
+
+    monkeypatch.setattr(type(chat), "_open_stream", recording)
+    await chat.ainvoke("Hello")
+    _ = [chunk async for chunk in chat.astream("Hello")]
+    assert len(prepared_on) == 2 and loop_thread not in prepared_on
