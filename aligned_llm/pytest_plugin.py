@@ -22,13 +22,16 @@ from aligned_llm.testing import WIDE_CONTEXT_WINDOW, save_tiny_lora, save_tiny_m
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """One intra-op torch thread unless ``OMP_NUM_THREADS`` says otherwise.
+    """One intra-op torch thread, here and in the processes tests start, unless ``OMP_NUM_THREADS`` says otherwise.
 
     The tiny models' ops are too small to split, and on a shared 2-core machine a second thread
     waits at every barrier for a core (a tiny forward took 140 ms on 2 threads, 13 ms on 1; the
-    bundled model is faster on 1 there too).
+    bundled model is faster on 1 there too). Notebook kernels, CLI subprocesses and Ray workers
+    inherit the setting: with two test workers, a kernel on two threads of its own oversubscribes
+    the cores (the tuning notebook took 357 s so, against ~35 s alone).
     """
     if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
 
 
