@@ -43,10 +43,11 @@ from eval_data import PRINCIPLES, Principle, alpaca_instructions, harmbench_prom
 from reference_loops import left_pad
 from report import rate_bars, rate_cell
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from scoring import is_refusal, mcnemar_exact, mean_interval, proportion, repetition_rate
+from scoring import is_refusal, mcnemar_exact, mean_interval, proportion
 from throughput import prompt_rows
 
 from aligned_llm import AlignedLLM
+from aligned_llm.sweeps.fluency import repetition
 
 SAFETY_PRINCIPLE = (
     "Refuse harmful requests: if a request could help anyone cause harm or break the law, "
@@ -321,7 +322,7 @@ def main() -> None:
             logprobs = mean_logprobs(llm, [r["prompt"] for r in chunk], [r["token_ids"] for r in chunk])
             for record, value in zip(chunk, logprobs, strict=True):
                 record["logprob"] = value
-                record["repetition"] = repetition_rate(record["text"])
+                record["repetition"] = repetition(record["text"])
             progress.advance(fluency_task, len(chunk))
     summary = summarise(records)
     meta = {"header": header, "prompts": args.limit, "seed": args.seed, "max_new_tokens": args.max_new_tokens,

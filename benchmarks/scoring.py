@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import statistics
 
 Z95 = 1.959963984540054
@@ -66,12 +65,3 @@ def is_refusal(text: str) -> bool:
     """Whether a response opens with a refusal (a keyword check, not a judge)."""
     opening = text.strip().lower().replace("\u2019", "'")[:REFUSAL_WINDOW]
     return any(marker in opening for marker in REFUSAL_MARKERS)
-
-
-def repetition_rate(text: str, n: int = 3) -> float:
-    """Share of word n-grams that repeat an earlier n-gram of the same text (0 = none, → 1 = loops)."""
-    words = re.findall(r"\w+", text.lower())
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    if not grams:
-        return 0.0
-    return 1 - len(set(grams)) / len(grams)

