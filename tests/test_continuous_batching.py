@@ -101,16 +101,22 @@ def _same(results, alone):
     assert [r.finish_reason for r in results] == [r.finish_reason for r in alone]
 
 
+def arriving_mid_flight(llm, cases) -> tuple[list, Forwards]:
+    """The first case decodes alone for three steps, then the others join it; every result, and the forwards."""
+    with recorded(llm.model, hold_at=3) as forwards:
+        first = llm.submit(cases[0][0], trace=True, **cases[0][1])
+        assert forwards.held.wait(60)
+        later = [llm.submit(prompt, trace=True, **settings) for prompt, settings in cases[1:]]
+        forwards.release.set()
+        results = [first.result(), *[generation.result() for generation in later]]
+    return results, forwards
+
+
 def test_requests_of_every_method_arriving_mid_flight_decode_as_if_alone(tiny_pair_llm):
     llm = tiny_pair_llm
     alone = _alone(llm, MIXED)
     assert alone[0].finish_reason == "length"
-    with recorded(llm.model, hold_at=3) as forwards:
-        first = llm.submit(MIXED[0][0], trace=True, **MIXED[0][1])
-        assert forwards.held.wait(60)
-        later = [llm.submit(prompt, trace=True, **settings) for prompt, settings in MIXED[1:]]
-        forwards.release.set()
-        results = [first.result(), *[generation.result() for generation in later]]
+    results, forwards = arriving_mid_flight(llm, MIXED)
     _same(results, alone)
     for result, reference in zip(results, alone, strict=True):
         assert [t.token_id for t in result.trace] == [t.token_id for t in reference.trace]

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, MistralConfig
 from aligned_llm import AlignedLLM, InvalidSettingError
 from aligned_llm.engine.kv.slots import LENGTH_QUANTUM, SlotPools, length_bucket, row_bucket
 from tests.test_constraints import ONE_CALL, PROMPT, TOOLS
-from tests.test_continuous_batching import LONG, MIXED, PRINCIPLE, SHORT, _alone, _same, recorded
+from tests.test_continuous_batching import LONG, MIXED, PRINCIPLE, SHORT, _alone, _same, arriving_mid_flight, recorded
 
 LONGER = " ".join(f"Point {n}: the keeper climbs the stairs and checks the lamp." for n in range(12))
 """A prompt longer than one ``LENGTH_QUANTUM`` of positions."""
@@ -37,13 +37,7 @@ def test_every_method_alone_decodes_the_same_tokens_on_both_stores(tiny_pair_llm
 
 def test_staggered_arrivals_and_leaves_on_the_static_store_decode_as_if_alone(tiny_pair_llm):
     alone = _alone(tiny_pair_llm, MIXED)
-    llm = _static(tiny_pair_llm)
-    with recorded(llm.model, hold_at=3) as forwards:
-        first = llm.submit(MIXED[0][0], trace=True, **MIXED[0][1])
-        assert forwards.held.wait(60)
-        later = [llm.submit(prompt, trace=True, **settings) for prompt, settings in MIXED[1:]]
-        forwards.release.set()
-        results = [first.result(), *[generation.result() for generation in later]]
+    results, forwards = arriving_mid_flight(_static(tiny_pair_llm), MIXED)
     _same(results, alone)
     decode_rows = forwards.decode_rows
     assert decode_rows[:3] == [1, 1, 1]
