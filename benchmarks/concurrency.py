@@ -7,7 +7,7 @@ decoding exactly ``--new-tokens`` tokens (end-of-turn ignored, as in ``throughpu
 same workload runs on two ``AlignedLLM`` sharing the same weights:
 
 - ``continuous``: the default engine, one running batch that requests join and leave;
-- ``per-call``: ``batching="per-call"``, each request its own batch, concurrent requests
+- ``per-call``: ``PerCallLLM`` (``benchmarks/per_call.py``), each request its own batch, concurrent requests
   interleaving their forwards under the model's lock (the engine before continuous batching).
 
 Rounds alternate the two (and their order) so machine noise hits both alike. Reported per
